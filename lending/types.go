@@ -125,7 +125,7 @@ type Wallet struct {
 	Currency string
 	Balance  Money
 	Held     Money
-	Version  int64
+	Version  int
 }
 
 // GID is the wallet's global ID.

@@ -56,6 +56,7 @@ CREATE INDEX loans_status_amount    ON loans (status, amount, id);
 CREATE INDEX loans_status_deadline  ON loans (status, funding_deadline, id);
 CREATE INDEX loans_created          ON loans (created_at, id);
 CREATE INDEX loans_borrower         ON loans (borrower_id, id);
+CREATE INDEX loans_funding_borrower ON loans (borrower_id) WHERE status = 'FUNDING';
 
 -- Every holder of money is a wallet: users' wallets and the platform's own
 -- accounts (Pix clearing mirrors money outside the platform and so runs
@@ -128,6 +129,7 @@ CREATE TABLE investments (
 );
 CREATE INDEX investments_loan ON investments (loan_id, id);
 CREATE INDEX investments_investor ON investments (investor_id, id);
+CREATE INDEX investments_loan_investor ON investments (loan_id, investor_id);
 
 -- Holds: money reserved in a wallet for an investment until the loan is
 -- disbursed (POSTED) or cancelled (VOIDED). A hold resolves at most once.
@@ -216,10 +218,9 @@ CREATE TABLE chat_members (
     chat_id              bigint NOT NULL REFERENCES chats (id),
     user_id              bigint NOT NULL REFERENCES users (id),
     last_read_message_id bigint NOT NULL DEFAULT 0,
-    last_activity_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (chat_id, user_id)
 );
-CREATE INDEX chat_members_user ON chat_members (user_id, last_activity_at, chat_id);
+CREATE INDEX chat_members_user ON chat_members (user_id, chat_id);
 
 CREATE TABLE messages (
     id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,0 +1,29 @@
+package resolvers
+
+import (
+	"context"
+
+	"mutuo/auth"
+	"mutuo/graph/model"
+	"mutuo/lending"
+	"mutuo/store"
+)
+
+// private fails with FORBIDDEN unless the viewer is the owner or an admin;
+// the field is then null and the rest of the response intact.
+func private(ctx context.Context, owner int64) error {
+	if !lending.ViewerFrom(ctx).CanSeePrivate(owner) {
+		return lending.Forbidden("only the owner and admins may see this field")
+	}
+	return nil
+}
+
+func lendingStatusFilter(s []lending.LoanStatus) string { return store.StatusFilter(s) }
+
+func payload(s *auth.Session, err error) (*model.AuthPayload, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &model.AuthPayload{AccessToken: s.AccessToken, AccessTokenExpiresAt: s.AccessTokenExpiresAt,
+		RefreshToken: s.RefreshToken, User: s.User}, nil
+}

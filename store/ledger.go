@@ -1,0 +1,286 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/jackc/pgx/v5"
+
+	"mutuo/lending"
+)
+
+// Leg is one side of a transfer: a signed amount on one wallet (positive
+// credits it). ReleaseHeld also lowers the wallet's held money by that much in
+// the same update: posting a hold is a debit leg that releases what it held.
+type Leg struct {
+	WalletID    int64
+	Amount      lending.Money
+	ReleaseHeld lending.Money
+	Kind        lending.EntryKind
+	Description string
+	LoanID      *int64
+}
+
+// Transfer is a set of legs that sum to zero.
+type Transfer struct {
+	Kind string
+	Legs []Leg
+}
+
+// PostedLeg is a leg as written: the entry id and the balance after it.
+type PostedLeg struct {
+	Leg
+	EntryID      int64
+	BalanceAfter lending.Money
+	Version      int
+}
+
+// lockWallets takes row locks on the wallets in ascending id order, the one
+// order every use case follows, so concurrent transfers never deadlock.
+func lockWallets(ctx context.Context, tx pgx.Tx, ids ...int64) error {
+	ids = uniqueSorted(ids)
+	rows, err := tx.Query(ctx, `SELECT id FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	if err != nil {
+		return fmt.Errorf("lock wallets %v: %w", ids, err)
+	}
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("lock wallets %v: %w", ids, err)
+	}
+	if n != len(ids) {
+		return fmt.Errorf("lock wallets %v: found %d of %d", ids, n, len(ids))
+	}
+	return nil
+}
+
+func uniqueSorted(ids []int64) []int64 {
+	out := append([]int64(nil), ids...)
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	j := 0
+	for i, id := range out {
+		if i == 0 || id != out[j-1] {
+			out[j] = id
+			j++
+		}
+	}
+	return out[:j]
+}
+
+// post writes a balanced transfer inside tx: it locks the legs' wallets in id
+// order, applies each leg (a user wallet may never go below its holds:
+// INSUFFICIENT_FUNDS), writes one immutable ledger entry per leg with the
+// balance after it, and emits a wallet event per user wallet touched. The
+// deferred trigger on ledger_entries re-checks the balance at COMMIT.
+func post(ctx context.Context, tx pgx.Tx, t Transfer) ([]PostedLeg, error) {
+	var sum lending.Money
+	ids := make([]int64, 0, len(t.Legs))
+	for _, l := range t.Legs {
+		if l.Amount == 0 {
+			return nil, fmt.Errorf("transfer %s: zero leg on wallet %d", t.Kind, l.WalletID)
+		}
+		sum += l.Amount
+		ids = append(ids, l.WalletID)
+	}
+	if sum != 0 {
+		return nil, fmt.Errorf("transfer %s: legs sum to %s, not zero", t.Kind, sum)
+	}
+	if err := lockWallets(ctx, tx, ids...); err != nil {
+		return nil, err
+	}
+	var transferID int64
+	if err := tx.QueryRow(ctx, `INSERT INTO transfers (kind) VALUES ($1) RETURNING id`, t.Kind).Scan(&transferID); err != nil {
+		return nil, fmt.Errorf("insert transfer: %w", err)
+	}
+	out := make([]PostedLeg, len(t.Legs))
+	for i, l := range t.Legs {
+		p := PostedLeg{Leg: l}
+		var userID *int64
+		err := tx.QueryRow(ctx, `
+			UPDATE wallets SET balance = balance + $2, held = held - $3, version = version + 1
+			WHERE id = $1 AND (kind <> 'USER' OR balance + $2 >= held - $3) AND held - $3 >= 0
+			RETURNING balance, version, user_id`, l.WalletID, l.Amount, l.ReleaseHeld).Scan(&p.BalanceAfter, &p.Version, &userID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, lending.Errorf(lending.CodeInsufficientFunds, "insufficient available funds")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("apply leg on wallet %d: %w", l.WalletID, err)
+		}
+		if err := tx.QueryRow(ctx, `
+			INSERT INTO ledger_entries (transfer_id, wallet_id, kind, amount, balance_after, description, loan_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+			transferID, l.WalletID, l.Kind, l.Amount, p.BalanceAfter, l.Description, l.LoanID).Scan(&p.EntryID); err != nil {
+			return nil, fmt.Errorf("insert entry: %w", err)
+		}
+		if userID != nil {
+			if err := emitWallet(ctx, tx, l.WalletID, *userID, p.Version); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// hold reserves amount of a user wallet's available money. Errors:
+// INSUFFICIENT_FUNDS.
+func hold(ctx context.Context, tx pgx.Tx, walletID int64, amount lending.Money, investmentID, withdrawalID *int64) (int64, error) {
+	var userID int64
+	var version int
+	err := tx.QueryRow(ctx, `
+		UPDATE wallets SET held = held + $2, version = version + 1
+		WHERE id = $1 AND kind = 'USER' AND balance - held >= $2
+		RETURNING user_id, version`, walletID, amount).Scan(&userID, &version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, lending.Errorf(lending.CodeInsufficientFunds, "insufficient available funds")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("hold on wallet %d: %w", walletID, err)
+	}
+	var id int64
+	if err := tx.QueryRow(ctx, `INSERT INTO holds (wallet_id, investment_id, withdrawal_id, amount, status)
+		VALUES ($1, $2, $3, $4, 'HELD') RETURNING id`, walletID, investmentID, withdrawalID, amount).Scan(&id); err != nil {
+		return 0, fmt.Errorf("insert hold: %w", err)
+	}
+	return id, emitWallet(ctx, tx, walletID, userID, version)
+}
+
+// resolveHold marks a HELD hold POSTED or VOIDED, exactly once: a hold that
+// is already resolved is an error. It returns the hold's wallet and amount.
+// Voiding also gives the money back to available; posting leaves that to the
+// debit leg (Leg.ReleaseHeld).
+func resolveHold(ctx context.Context, tx pgx.Tx, holdID int64, status string) (walletID int64, amount lending.Money, err error) {
+	err = tx.QueryRow(ctx, `UPDATE holds SET status = $2, resolved_at = now()
+		WHERE id = $1 AND status = 'HELD' RETURNING wallet_id, amount`, holdID, status).Scan(&walletID, &amount)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, fmt.Errorf("hold %d is not held", holdID)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("resolve hold %d: %w", holdID, err)
+	}
+	if status == "VOIDED" {
+		var userID int64
+		var version int
+		err := tx.QueryRow(ctx, `UPDATE wallets SET held = held - $2, version = version + 1
+			WHERE id = $1 AND held >= $2 RETURNING user_id, version`, walletID, amount).Scan(&userID, &version)
+		if err != nil {
+			return 0, 0, fmt.Errorf("release hold %d on wallet %d: %w", holdID, walletID, err)
+		}
+		if err := emitWallet(ctx, tx, walletID, userID, version); err != nil {
+			return 0, 0, err
+		}
+	}
+	return walletID, amount, nil
+}
+
+// platformWallet returns the id of a platform account (PIX_CLEARING or
+// PLATFORM_FEES).
+func platformWallet(ctx context.Context, q querier, kind string) (int64, error) {
+	var id int64
+	if err := q.QueryRow(ctx, `SELECT id FROM wallets WHERE kind = $1`, kind).Scan(&id); err != nil {
+		return 0, fmt.Errorf("platform wallet %s: %w", kind, err)
+	}
+	return id, nil
+}
+
+// userWallet returns the id of a user's wallet.
+func userWallet(ctx context.Context, q querier, userID int64) (int64, error) {
+	var id int64
+	if err := q.QueryRow(ctx, `SELECT id FROM wallets WHERE user_id = $1`, userID).Scan(&id); err != nil {
+		return 0, fmt.Errorf("wallet of user %d: %w", userID, err)
+	}
+	return id, nil
+}
+
+// ---------------------------------------------------------------- events
+
+// emit writes an outbox row in tx: the event leaves the database only after
+// COMMIT, through the relay.
+func emit(ctx context.Context, tx pgx.Tx, stream, topic string, payload any) error {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("outbox payload: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO outbox (stream, topic, payload) VALUES ($1, $2, $3)`, stream, topic, b); err != nil {
+		return fmt.Errorf("outbox insert: %w", err)
+	}
+	return nil
+}
+
+func emitWallet(ctx context.Context, tx pgx.Tx, walletID, userID int64, version int) error {
+	return emit(ctx, tx, fmt.Sprintf("wallet:%d", userID), "wallet.updated",
+		map[string]any{"walletId": walletID, "userId": userID, "version": version})
+}
+
+func emitLoan(ctx context.Context, tx pgx.Tx, loanID int64, status lending.LoanStatus) error {
+	return emit(ctx, tx, fmt.Sprintf("loan:%d", loanID), "loan.updated", map[string]any{"loanId": loanID, "status": status})
+}
+
+// notify writes a notification for a user and its outbox event, in tx.
+func notify(ctx context.Context, tx pgx.Tx, userID int64, kind lending.NotificationKind, title, body string, loanID *int64) error {
+	var id int64
+	if err := tx.QueryRow(ctx, `INSERT INTO notifications (user_id, kind, title, body, loan_id) VALUES ($1, $2, $3, $4, $5) RETURNING id`,
+		userID, kind, title, body, loanID).Scan(&id); err != nil {
+		return fmt.Errorf("insert notification: %w", err)
+	}
+	return emit(ctx, tx, fmt.Sprintf("notifications:%d", userID), "notification.added",
+		map[string]any{"notificationId": id, "userId": userID})
+}
+
+// ---------------------------------------------------------------- idempotency
+
+// RequestHash fingerprints an operation's arguments for idempotency checks.
+func RequestHash(op string, args ...any) []byte {
+	b, _ := json.Marshal(append([]any{op}, args...))
+	h := sha256.Sum256(b)
+	return h[:]
+}
+
+// claimKey claims an idempotency key for the caller inside tx. If the key is
+// new, it returns found=false and the caller performs the effect and then
+// calls finishKey. If the key was used with the same operation and
+// arguments, it returns the first result's id (found=true) and the caller
+// returns that result unchanged. A key used with other arguments is
+// CONFLICT. A concurrent request with the same key waits on the key's row
+// until the first commits (then it sees the result) or rolls back (then it
+// claims the key itself): one effect per key.
+func claimKey(ctx context.Context, tx pgx.Tx, userID int64, key, op string, hash []byte) (resultID int64, found bool, err error) {
+	if err := lending.ValidateIdempotencyKey(key); err != nil {
+		return 0, false, err
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, operation, request_hash) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (user_id, key) DO NOTHING`, userID, key, op, hash)
+	if err != nil {
+		return 0, false, fmt.Errorf("claim idempotency key: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return 0, false, nil
+	}
+	var gotOp string
+	var gotHash []byte
+	var rid *int64
+	if err := tx.QueryRow(ctx, `SELECT operation, request_hash, result_id FROM idempotency_keys WHERE user_id = $1 AND key = $2`,
+		userID, key).Scan(&gotOp, &gotHash, &rid); err != nil {
+		return 0, false, fmt.Errorf("read idempotency key: %w", err)
+	}
+	if gotOp != op || string(gotHash) != string(hash) || rid == nil {
+		return 0, false, lending.Errorf(lending.CodeConflict, "idempotency key %q was already used with different arguments", key)
+	}
+	return *rid, true, nil
+}
+
+// finishKey records the result of the effect a key claimed.
+func finishKey(ctx context.Context, tx pgx.Tx, userID int64, key string, resultID int64) error {
+	tag, err := tx.Exec(ctx, `UPDATE idempotency_keys SET result_id = $3 WHERE user_id = $1 AND key = $2`, userID, key, resultID)
+	if err != nil {
+		return fmt.Errorf("finish idempotency key: %w", err)
+	}
+	return mustOne(tag, "finish idempotency key")
+}

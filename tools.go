@@ -1,0 +1,6 @@
+//go:build tools
+
+// Package main's tools.go pins the code generator's version in go.mod.
+package main
+
+import _ "github.com/99designs/gqlgen"
