@@ -95,7 +95,7 @@ func (t Transport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Graph
 		if media == MediaGraphQLResponse {
 			status = http.StatusBadRequest
 		}
-		writeJSON(w, status, resp)
+		writeRequestError(w, status, resp)
 		return
 	}
 	switch rc.Operation.Operation {
@@ -219,6 +219,20 @@ func writeJSON(w http.ResponseWriter, status int, resp *graphql.Response) {
 	_, _ = w.Write(b)
 }
 
+// writeRequestError writes a response to a request that never executed: it
+// has errors and no "data" entry at all, as the specification requires.
+func writeRequestError(w http.ResponseWriter, status int, resp *graphql.Response) {
+	b, err := json.Marshal(struct {
+		Errors     gqlerror.List  `json:"errors"`
+		Extensions map[string]any `json:"extensions,omitempty"`
+	}{resp.Errors, resp.Extensions})
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}`)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
 func writeError(w http.ResponseWriter, status int, msg string, code lending.Code) {
-	writeJSON(w, status, &graphql.Response{Errors: gqlerror.List{{Message: msg, Extensions: map[string]any{"code": string(code)}}}})
+	writeRequestError(w, status, &graphql.Response{Errors: gqlerror.List{{Message: msg, Extensions: map[string]any{"code": string(code)}}}})
 }

@@ -181,26 +181,27 @@ func alnum(s string) bool {
 
 type tlv struct{ id, value string }
 
-// parseTLVs splits s into ID (2 digits), length (2 digits), value fields,
-// refusing anything that does not split exactly or repeats an ID.
-func parseTLVs(s string) ([]tlv, error) {
+// parseTLVs splits s into ID (2 digits), length (2 digits, 01-99), value
+// fields, refusing anything that does not split exactly or repeats an ID.
+// where prefixes error messages ("" at the top level).
+func parseTLVs(s, where string) ([]tlv, error) {
 	var out []tlv
 	seen := map[string]bool{}
 	for i := 0; i < len(s); {
 		if len(s)-i < 4 {
-			return nil, invalid("truncated field at offset %d", i)
+			return nil, invalid("%struncated field at offset %d", where, i)
 		}
 		id, ln := s[i:i+2], s[i+2:i+4]
 		if !digits(id) || !digits(ln) {
-			return nil, invalid("bad field header %q at offset %d", s[i:i+4], i)
+			return nil, invalid("%sbad field header %q at offset %d", where, s[i:i+4], i)
 		}
 		n, _ := strconv.Atoi(ln)
 		i += 4
 		if n == 0 || n > len(s)-i {
-			return nil, invalid("field %s has bad length %d", id, n)
+			return nil, invalid("%sfield %s has bad length %d", where, id, n)
 		}
 		if seen[id] {
-			return nil, invalid("field %s repeated", id)
+			return nil, invalid("%sfield %s repeated", where, id)
 		}
 		seen[id] = true
 		out = append(out, tlv{id, s[i : i+n]})
@@ -235,39 +236,39 @@ func digits(s string) bool {
 func Decode(s string) (BRCode, error) {
 	var b BRCode
 	if len(s) > MaxPayloadLen {
-		return b, invalid("longer than %d characters", MaxPayloadLen)
+		return BRCode{}, invalid("longer than %d characters", MaxPayloadLen)
 	}
 	if !printable(s) {
-		return b, invalid("not printable ASCII")
+		return BRCode{}, invalid("not printable ASCII")
 	}
 	if len(s) < 8 || s[len(s)-8:len(s)-4] != "6304" {
-		return b, invalid("does not end with a CRC field (6304XXXX)")
+		return BRCode{}, invalid("does not end with a CRC field (6304XXXX)")
 	}
 	got, err := strconv.ParseUint(s[len(s)-4:], 16, 16)
 	if err != nil || !hex4(s[len(s)-4:]) {
-		return b, invalid("CRC %q is not four hex digits", s[len(s)-4:])
+		return BRCode{}, invalid("CRC %q is not four hex digits", s[len(s)-4:])
 	}
 	if want := CRC16([]byte(s[:len(s)-4])); uint16(got) != want {
-		return b, invalid("CRC mismatch: payload says %s, content gives %04X", s[len(s)-4:], want)
+		return BRCode{}, invalid("CRC mismatch: payload says %s, content gives %04X", s[len(s)-4:], want)
 	}
-	fields, err := parseTLVs(s)
+	fields, err := parseTLVs(s, "")
 	if err != nil {
-		return b, err
+		return BRCode{}, err
 	}
 	if fields[0].id != "00" || fields[0].value != "01" {
-		return b, invalid("must start with payload format 000201")
+		return BRCode{}, invalid("must start with payload format 000201")
 	}
 	if last := fields[len(fields)-1]; last.id != "63" || len(last.value) != 4 {
-		return b, invalid("the CRC field 63 must come last")
+		return BRCode{}, invalid("the CRC field 63 must come last")
 	}
 	byID := make(map[string]string, len(fields))
 	pixTemplates := 0
 	for _, f := range fields {
 		byID[f.id] = f.value
 		if n, _ := strconv.Atoi(f.id); n >= 26 && n <= 51 {
-			subs, err := parseTLVs(f.value)
+			subs, err := parseTLVs(f.value, "in template "+f.id+": ")
 			if err != nil {
-				return b, invalid("in field %s: %v", f.id, err.(*lending.Error).Message)
+				return BRCode{}, err
 			}
 			if len(subs) == 0 || subs[0].id != "00" || !strings.EqualFold(subs[0].value, GUI) {
 				continue // another arrangement's template
@@ -286,35 +287,35 @@ func Decode(s string) (BRCode, error) {
 		}
 	}
 	if pixTemplates != 1 {
-		return b, invalid("want exactly one Pix merchant account template, found %d", pixTemplates)
+		return BRCode{}, invalid("want exactly one Pix merchant account template, found %d", pixTemplates)
 	}
 	if v, ok := byID["01"]; ok && v != "11" && v != "12" {
-		return b, invalid("point of initiation method %q (want 11 or 12)", v)
+		return BRCode{}, invalid("point of initiation method %q (want 11 or 12)", v)
 	}
 	if v, ok := byID["52"]; !ok || len(v) != 4 || !digits(v) {
-		return b, invalid("merchant category code (52) missing or not four digits")
+		return BRCode{}, invalid("merchant category code (52) missing or not four digits")
 	}
 	if byID["53"] != "986" {
-		return b, invalid("currency (53) must be 986 (BRL)")
+		return BRCode{}, invalid("currency (53) must be 986 (BRL)")
 	}
 	if v, ok := byID["54"]; ok {
 		m, err := lending.ParseMoney(v)
 		if err != nil || m <= 0 || len(v) > 13 {
-			return b, invalid("amount (54) %q", v)
+			return BRCode{}, invalid("amount (54) %q", v)
 		}
 		b.Amount = m
 	}
 	if byID["58"] != "BR" {
-		return b, invalid("country (58) must be BR")
+		return BRCode{}, invalid("country (58) must be BR")
 	}
 	b.MerchantName, b.MerchantCity = byID["59"], byID["60"]
 	add, ok := byID["62"]
 	if !ok {
-		return b, invalid("additional data (62) with the txid is missing")
+		return BRCode{}, invalid("additional data (62) with the txid is missing")
 	}
-	subs, err := parseTLVs(add)
+	subs, err := parseTLVs(add, "in template 62: ")
 	if err != nil {
-		return b, invalid("in field 62: %v", err.(*lending.Error).Message)
+		return BRCode{}, err
 	}
 	txidFound := false
 	for _, sub := range subs {
@@ -326,7 +327,7 @@ func Decode(s string) (BRCode, error) {
 		}
 	}
 	if !txidFound {
-		return b, invalid("txid (62.05) is missing")
+		return BRCode{}, invalid("txid (62.05) is missing")
 	}
 	if err := validate(b); err != nil {
 		return BRCode{}, err
