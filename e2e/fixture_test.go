@@ -39,7 +39,10 @@ func signIn(e *env, email, password string) string {
 func seedWorld(t *testing.T, e *env) *world {
 	t.Helper()
 	w := &world{tokens: map[string]string{}, users: map[string]int64{}, ids: map[string]int64{}}
-	for _, u := range []struct{ key, name, email, income string; roles []string }{
+	for _, u := range []struct {
+		key, name, email, income string
+		roles                    []string
+	}{
 		{"inv1", "Ana Investidora", "ana@test.dev", "", []string{"INVESTOR"}},
 		{"inv2", "Bruno Investidor", "bruno@test.dev", "", []string{"INVESTOR"}},
 		{"bor1", "Carla Tomadora", "carla@test.dev", "8000.00", []string{"BORROWER"}},

@@ -300,27 +300,38 @@ func FuzzDecode(f *testing.F) {
 	f.Add(withCRC("000201" + "010212" + "26480014br.gov.bcb.pix2526pix.example.com/v2/cob/abc" + "52040000" + "5303986" +
 		"54040.01" + "5802BR" + "5901X" + "6001Y" + "62070503***"))
 	f.Add(withCRC("000201" + "2658" + "0014BR.GOV.BCB.PIX0136123e4567-e12b-12d1-a456-426655440000" + "52040000" + "5303986" + "5802BR" + "5901X" + "6001Y" + "62070503***"))
+	f.Add("000201" + "26250014br.gov.bcb.pix0103abc" + "52040000" + "5303986" + "5802BR" + "5901X" + "6001Y" + "62070503***")
 	f.Add("")
 	f.Add("6304FFFF")
 	f.Add("000201")
 	f.Fuzz(func(t *testing.T, s string) {
-		b, err := Decode(s)
-		if err != nil {
-			if _, ok := lending.AsError(err); !ok {
-				t.Fatalf("non-domain error %v", err)
-			}
-			return
+		checkDecode(t, s)
+		// Also with a correct CRC appended, so that the fuzzer explores the
+		// field structure rather than stopping at the checksum.
+		if strings.HasSuffix(s, "6304") {
+			s = s[:len(s)-4]
 		}
-		again, err := Encode(b)
-		if err != nil {
-			t.Fatalf("Decode accepted %q as %+v but Encode refuses it: %v", s, b, err)
-		}
-		b2, err := Decode(again)
-		if err != nil || b2 != b {
-			t.Fatalf("Decode(Encode(%+v)) = %+v, %v", b, b2, err)
-		}
-		if again2, _ := Encode(b2); again2 != again {
-			t.Fatalf("not a fixed point: %q vs %q", again, again2)
-		}
+		checkDecode(t, withCRC(s))
 	})
+}
+
+func checkDecode(t *testing.T, s string) {
+	b, err := Decode(s)
+	if err != nil {
+		if _, ok := lending.AsError(err); !ok {
+			t.Fatalf("non-domain error %v", err)
+		}
+		return
+	}
+	again, err := Encode(b)
+	if err != nil {
+		t.Fatalf("Decode accepted %q as %+v but Encode refuses it: %v", s, b, err)
+	}
+	b2, err := Decode(again)
+	if err != nil || b2 != b {
+		t.Fatalf("Decode(Encode(%+v)) = %+v, %v", b, b2, err)
+	}
+	if again2, _ := Encode(b2); again2 != again {
+		t.Fatalf("not a fixed point: %q vs %q", again, again2)
+	}
 }

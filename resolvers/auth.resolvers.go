@@ -14,16 +14,16 @@ import (
 )
 
 func (r *mutationResolver) SignUp(ctx context.Context, input model.SignUpInput) (*model.AuthPayload, error) {
-	return payload(r.Auth.SignUp(ctx, auth.SignUpInput{Name: input.Name, Email: input.Email, Password: input.Password,
+	return payload(ctx)(r.Auth.SignUp(ctx, auth.SignUpInput{Name: input.Name, Email: input.Email, Password: input.Password,
 		Roles: input.Roles, MonthlyIncome: input.MonthlyIncome}))
 }
 
 func (r *mutationResolver) SignIn(ctx context.Context, email string, password string) (*model.AuthPayload, error) {
-	return payload(r.Auth.SignIn(ctx, email, password))
+	return payload(ctx)(r.Auth.SignIn(ctx, email, password))
 }
 
 func (r *mutationResolver) RefreshToken(ctx context.Context, refreshToken string) (*model.AuthPayload, error) {
-	return payload(r.Auth.Refresh(ctx, refreshToken))
+	return payload(ctx)(r.Auth.Refresh(ctx, refreshToken))
 }
 
 func (r *mutationResolver) SignOut(ctx context.Context) (bool, error) {

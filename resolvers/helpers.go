@@ -20,10 +20,15 @@ func private(ctx context.Context, owner int64) error {
 
 func lendingStatusFilter(s []lending.LoanStatus) string { return store.StatusFilter(s) }
 
-func payload(s *auth.Session, err error) (*model.AuthPayload, error) {
-	if err != nil {
-		return nil, err
+// payload answers an operation that created a session: the rest of the
+// response is resolved as the session's user.
+func payload(ctx context.Context) func(*auth.Session, error) (*model.AuthPayload, error) {
+	return func(s *auth.Session, err error) (*model.AuthPayload, error) {
+		if err != nil {
+			return nil, err
+		}
+		lending.ReplaceViewer(ctx, lending.Viewer{UserID: s.User.ID, Roles: s.User.Roles})
+		return &model.AuthPayload{AccessToken: s.AccessToken, AccessTokenExpiresAt: s.AccessTokenExpiresAt,
+			RefreshToken: s.RefreshToken, User: s.User}, nil
 	}
-	return &model.AuthPayload{AccessToken: s.AccessToken, AccessTokenExpiresAt: s.AccessTokenExpiresAt,
-		RefreshToken: s.RefreshToken, User: s.User}, nil
 }

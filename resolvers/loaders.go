@@ -38,9 +38,10 @@ type Loaders struct {
 	BorrowerLoansN     *dataloader.Loader[store.PageKey, int]
 }
 
-// NewLoaders builds a request's loaders for viewer v. wait is how long a
+// NewLoaders builds a request's loaders; ownership-scoped loads use the
+// viewer in the context of the Load (the request's). wait is how long a
 // Load waits for siblings before its batch runs.
-func NewLoaders(s *store.Store, v lending.Viewer, wait time.Duration) *Loaders {
+func NewLoaders(s *store.Store, wait time.Duration) *Loaders {
 	return &Loaders{
 		User:           byID(wait, s.UsersByID),
 		Investor:       byID(wait, s.InvestorsByID),
@@ -49,16 +50,16 @@ func NewLoaders(s *store.Store, v lending.Viewer, wait time.Duration) *Loaders {
 		BorrowerByUser: byID(wait, s.BorrowersByUserID),
 		Loan:           byID(wait, s.LoansByID),
 		WalletByUser: byID(wait, func(ctx context.Context, ids []int64) (map[int64]*lending.Wallet, error) {
-			return s.WalletsByUserID(ctx, v, ids)
+			return s.WalletsByUserID(ctx, lending.ViewerFrom(ctx), ids)
 		}),
 		Chat: byID(wait, func(ctx context.Context, ids []int64) (map[int64]*lending.Chat, error) {
-			return s.ChatsByID(ctx, v, ids)
+			return s.ChatsByID(ctx, lending.ViewerFrom(ctx), ids)
 		}),
 		LastMessage: byID(wait, func(ctx context.Context, ids []int64) (map[int64]*lending.Message, error) {
-			return s.LastMessagesByChat(ctx, v, ids)
+			return s.LastMessagesByChat(ctx, lending.ViewerFrom(ctx), ids)
 		}),
 		UnreadCount: byID(wait, func(ctx context.Context, ids []int64) (map[int64]int, error) {
-			return s.UnreadCountsByChat(ctx, v, ids)
+			return s.UnreadCountsByChat(ctx, lending.ViewerFrom(ctx), ids)
 		}),
 		Installments:       byID(wait, s.InstallmentsByLoan),
 		InvestorCount:      byID(wait, s.InvestorCountsByLoan),
@@ -66,10 +67,10 @@ func NewLoaders(s *store.Store, v lending.Viewer, wait time.Duration) *Loaders {
 		InvestorInvestment: pages(wait, s.InvestmentsByInvestor),
 		BorrowerLoans:      pages(wait, s.LoansByBorrower),
 		WalletEntries: pages(wait, func(ctx context.Context, keys []store.PageKey) ([]store.Page[*lending.LedgerEntry], []error) {
-			return s.EntriesByWallet(ctx, v, keys)
+			return s.EntriesByWallet(ctx, lending.ViewerFrom(ctx), keys)
 		}),
 		ChatMessages: pages(wait, func(ctx context.Context, keys []store.PageKey) ([]store.Page[*lending.Message], []error) {
-			return s.MessagesByChat(ctx, v, keys)
+			return s.MessagesByChat(ctx, lending.ViewerFrom(ctx), keys)
 		}),
 		LoanInvestmentsN: byID(wait, s.CountInvestmentsByLoan),
 		InvestorInvestN:  byID(wait, s.CountInvestmentsByInvestor),
@@ -144,8 +145,6 @@ func For(ctx context.Context) *Loaders {
 // the auth middleware before it).
 func LoaderMiddleware(s *store.Store, wait time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := r.Context()
-		l := NewLoaders(s, lending.ViewerFrom(ctx), wait)
-		next.ServeHTTP(w, r.WithContext(WithLoaders(ctx, l)))
+		next.ServeHTTP(w, r.WithContext(WithLoaders(r.Context(), NewLoaders(s, wait))))
 	})
 }
