@@ -23,6 +23,7 @@ import (
 	"mutuo/auth"
 	"mutuo/graph"
 	"mutuo/httpapi"
+	"mutuo/pix"
 	"mutuo/resolvers"
 	"mutuo/store"
 )
@@ -36,6 +37,10 @@ type App struct {
 	Store  *store.Store
 	Auth   *auth.Service
 
+	PSP    pix.PSP
+	// Now is the clock for everything time-driven (tests move it).
+	Now func() time.Time
+
 	handler  http.Handler
 	draining atomic.Bool
 }
@@ -45,6 +50,10 @@ type Options struct {
 	Logger *slog.Logger
 	// PoolConfig adjusts the pgx pool config (tests add a tracer).
 	PoolConfig func(*pgxpool.Config)
+	// PSP is the Pix provider (the sandbox when nil).
+	PSP pix.PSP
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
 }
 
 // New connects to Postgres and Redis, migrates, ensures the admin, and
@@ -80,7 +89,13 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redis unreachable (REDIS_URL): %w", err)
 	}
-	a := &App{Config: cfg, Log: log, Pool: pool, Redis: rdb, Store: store.New(pool)}
+	a := &App{Config: cfg, Log: log, Pool: pool, Redis: rdb, Store: store.New(pool), PSP: opt.PSP, Now: opt.Now}
+	if a.PSP == nil {
+		a.PSP = pix.Sandbox{}
+	}
+	if a.Now == nil {
+		a.Now = time.Now
+	}
 	if err := store.Migrate(ctx, pool); err != nil {
 		a.Close()
 		return nil, err
@@ -114,7 +129,7 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 // GraphQLServer builds gqlgen's server with our transport, presenter and
 // recovery.
 func (a *App) GraphQLServer() *handler.Server {
-	es := graph.NewExecutableSchema(graph.Config{Resolvers: &resolvers.Resolver{Store: a.Store, Auth: a.Auth}})
+	es := graph.NewExecutableSchema(graph.Config{Resolvers: &resolvers.Resolver{Store: a.Store, Auth: a.Auth, PSP: a.PSP, Now: a.Now}})
 	srv := handler.New(es)
 	srv.AddTransport(httpapi.Transport{MaxBodyBytes: httpapi.DefaultMaxBodyBytes})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
@@ -130,6 +145,7 @@ func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	gql := a.Auth.Middleware(resolvers.LoaderMiddleware(a.Store, a.Config.LoaderWait, a.GraphQLServer()))
 	mux.Handle("/graphql", gql)
+	mux.Handle("/webhooks/pix", &httpapi.PixWebhook{Secret: a.Config.PixWebhookSecret, Store: a.Store, Clock: a.Now, Log: a.Log})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
@@ -159,6 +175,35 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 		s = "not ready"
 	}
 	writeJSON(w, status, map[string]any{"status": s, "checks": checks})
+}
+
+// RunJobs runs the instance's background work until ctx ends: the loan
+// scheduler (funding deadlines, due and late installments, defaults),
+// deposit expiry and the retry of withdrawals left pending by a crash. Every
+// instance runs them; they are safe to run concurrently (row locks with SKIP
+// LOCKED, and state guards on every transition).
+func (a *App) RunJobs(ctx context.Context) {
+	go func() {
+		_ = (&store.Scheduler{Store: a.Store, Interval: time.Minute, Clock: a.Now, Logger: a.Log}).Run(ctx)
+	}()
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			// a grace period: a payment made in time but delivered late still credits
+			if _, err := a.Store.ExpireDeposits(ctx, a.Now().Add(-10*time.Minute)); err != nil && ctx.Err() == nil {
+				a.Log.ErrorContext(ctx, "expire deposits", "err", err)
+			}
+			if _, err := a.Store.ResumePendingWithdrawals(ctx, a.PSP, 2*time.Minute); err != nil && ctx.Err() == nil {
+				a.Log.ErrorContext(ctx, "resume withdrawals", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 }
 
 // Serve listens on ln until ctx ends, then drains: not ready, no new

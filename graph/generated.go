@@ -170,6 +170,7 @@ type ComplexityRoot struct {
 		Amount          func(childComplexity int) int
 		AnnualRate      func(childComplexity int) int
 		Borrower        func(childComplexity int) int
+		Cet             func(childComplexity int) int
 		CreatedAt       func(childComplexity int) int
 		FundedAmount    func(childComplexity int) int
 		FundingDeadline func(childComplexity int) int
@@ -214,10 +215,15 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		RefreshToken func(childComplexity int, refreshToken string) int
-		SignIn       func(childComplexity int, email string, password string) int
-		SignOut      func(childComplexity int) int
-		SignUp       func(childComplexity int, input model.SignUpInput) int
+		CreateDeposit     func(childComplexity int, amount lending.Money, idempotencyKey string) int
+		Invest            func(childComplexity int, loanID string, amount lending.Money, idempotencyKey string) int
+		RefreshToken      func(childComplexity int, refreshToken string) int
+		RepayLoan         func(childComplexity int, loanID string, amount lending.Money, idempotencyKey string) int
+		RequestLoan       func(childComplexity int, input model.RequestLoanInput, idempotencyKey string) int
+		RequestWithdrawal func(childComplexity int, amount lending.Money, pixKey string, idempotencyKey string) int
+		SignIn            func(childComplexity int, email string, password string) int
+		SignOut           func(childComplexity int) int
+		SignUp            func(childComplexity int, input model.SignUpInput) int
 	}
 
 	Notification struct {
@@ -341,6 +347,7 @@ type LoanResolver interface {
 	InvestorCount(ctx context.Context, obj *lending.Loan) (int, error)
 	Investments(ctx context.Context, obj *lending.Loan, first *int, after *string) (*model.InvestmentConnection, error)
 	Installments(ctx context.Context, obj *lending.Loan) ([]*lending.Installment, error)
+	Cet(ctx context.Context, obj *lending.Loan) (*float64, error)
 }
 type MessageResolver interface {
 	Chat(ctx context.Context, obj *lending.Message) (*lending.Chat, error)
@@ -351,6 +358,11 @@ type MutationResolver interface {
 	SignIn(ctx context.Context, email string, password string) (*model.AuthPayload, error)
 	RefreshToken(ctx context.Context, refreshToken string) (*model.AuthPayload, error)
 	SignOut(ctx context.Context) (bool, error)
+	CreateDeposit(ctx context.Context, amount lending.Money, idempotencyKey string) (*lending.Deposit, error)
+	RequestWithdrawal(ctx context.Context, amount lending.Money, pixKey string, idempotencyKey string) (*lending.Withdrawal, error)
+	RequestLoan(ctx context.Context, input model.RequestLoanInput, idempotencyKey string) (*lending.Loan, error)
+	Invest(ctx context.Context, loanID string, amount lending.Money, idempotencyKey string) (*lending.Investment, error)
+	RepayLoan(ctx context.Context, loanID string, amount lending.Money, idempotencyKey string) (*model.Repayment, error)
 }
 type NotificationResolver interface {
 	Loan(ctx context.Context, obj *lending.Notification) (*lending.Loan, error)
@@ -858,6 +870,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Loan.Borrower(childComplexity), true
+	case "Loan.cet":
+		if e.ComplexityRoot.Loan.Cet == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Loan.Cet(childComplexity), true
 	case "Loan.createdAt":
 		if e.ComplexityRoot.Loan.CreatedAt == nil {
 			break
@@ -1025,6 +1043,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.MessageEdge.Node(childComplexity), true
 
+	case "Mutation.createDeposit":
+		if e.ComplexityRoot.Mutation.CreateDeposit == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createDeposit_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateDeposit(childComplexity, args["amount"].(lending.Money), args["idempotencyKey"].(string)), true
+	case "Mutation.invest":
+		if e.ComplexityRoot.Mutation.Invest == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_invest_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.Invest(childComplexity, args["loanId"].(string), args["amount"].(lending.Money), args["idempotencyKey"].(string)), true
 	case "Mutation.refreshToken":
 		if e.ComplexityRoot.Mutation.RefreshToken == nil {
 			break
@@ -1036,6 +1076,39 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RefreshToken(childComplexity, args["refreshToken"].(string)), true
+	case "Mutation.repayLoan":
+		if e.ComplexityRoot.Mutation.RepayLoan == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_repayLoan_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RepayLoan(childComplexity, args["loanId"].(string), args["amount"].(lending.Money), args["idempotencyKey"].(string)), true
+	case "Mutation.requestLoan":
+		if e.ComplexityRoot.Mutation.RequestLoan == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_requestLoan_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RequestLoan(childComplexity, args["input"].(model.RequestLoanInput), args["idempotencyKey"].(string)), true
+	case "Mutation.requestWithdrawal":
+		if e.ComplexityRoot.Mutation.RequestWithdrawal == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_requestWithdrawal_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RequestWithdrawal(childComplexity, args["amount"].(lending.Money), args["pixKey"].(string), args["idempotencyKey"].(string)), true
 	case "Mutation.signIn":
 		if e.ComplexityRoot.Mutation.SignIn == nil {
 			break
@@ -1515,7 +1588,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "schema/auth.graphqls" "schema/connections.graphqls" "schema/query.graphqls" "schema/types.graphqls"
+//go:embed "schema/auth.graphqls" "schema/connections.graphqls" "schema/money.graphqls" "schema/query.graphqls" "schema/types.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -1529,6 +1602,7 @@ func sourceData(filename string) string {
 var sources = []*ast.Source{
 	{Name: "schema/auth.graphqls", Input: sourceData("schema/auth.graphqls"), BuiltIn: false},
 	{Name: "schema/connections.graphqls", Input: sourceData("schema/connections.graphqls"), BuiltIn: false},
+	{Name: "schema/money.graphqls", Input: sourceData("schema/money.graphqls"), BuiltIn: false},
 	{Name: "schema/query.graphqls", Input: sourceData("schema/query.graphqls"), BuiltIn: false},
 	{Name: "schema/types.graphqls", Input: sourceData("schema/types.graphqls"), BuiltIn: false},
 }
@@ -1630,6 +1704,26 @@ func (ec *executionContext) childFields_ChatEdge(ctx context.Context, field grap
 		return ec.fieldContext_ChatEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ChatEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_Deposit(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Deposit_id(ctx, field)
+	case "amount":
+		return ec.fieldContext_Deposit_amount(ctx, field)
+	case "status":
+		return ec.fieldContext_Deposit_status(ctx, field)
+	case "txid":
+		return ec.fieldContext_Deposit_txid(ctx, field)
+	case "brCode":
+		return ec.fieldContext_Deposit_brCode(ctx, field)
+	case "expiresAt":
+		return ec.fieldContext_Deposit_expiresAt(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Deposit_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Deposit", field.Name)
 }
 
 func (ec *executionContext) childFields_Installment(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1782,6 +1876,8 @@ func (ec *executionContext) childFields_Loan(ctx context.Context, field graphql.
 		return ec.fieldContext_Loan_investments(ctx, field)
 	case "installments":
 		return ec.fieldContext_Loan_installments(ctx, field)
+	case "cet":
+		return ec.fieldContext_Loan_cet(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Loan", field.Name)
 }
@@ -1920,6 +2016,18 @@ func (ec *executionContext) childFields_Portfolio(ctx context.Context, field gra
 	return nil, fmt.Errorf("no field named %q was found under type Portfolio", field.Name)
 }
 
+func (ec *executionContext) childFields_Repayment(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "loan":
+		return ec.fieldContext_Repayment_loan(ctx, field)
+	case "amount":
+		return ec.fieldContext_Repayment_amount(ctx, field)
+	case "installments":
+		return ec.fieldContext_Repayment_installments(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Repayment", field.Name)
+}
+
 func (ec *executionContext) childFields_User(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -1962,6 +2070,22 @@ func (ec *executionContext) childFields_Wallet(ctx context.Context, field graphq
 		return ec.fieldContext_Wallet_entries(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Wallet", field.Name)
+}
+
+func (ec *executionContext) childFields_Withdrawal(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Withdrawal_id(ctx, field)
+	case "amount":
+		return ec.fieldContext_Withdrawal_amount(ctx, field)
+	case "pixKey":
+		return ec.fieldContext_Withdrawal_pixKey(ctx, field)
+	case "status":
+		return ec.fieldContext_Withdrawal_status(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Withdrawal_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Withdrawal", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2176,6 +2300,58 @@ func (ec *executionContext) field_Loan_investments_args(ctx context.Context, raw
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_createDeposit_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "amount",
+		func(ctx context.Context, v any) (lending.Money, error) {
+			return ec.unmarshalNMoney2mutuoᚋlendingᚐMoney(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["amount"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "idempotencyKey",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["idempotencyKey"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_invest_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "loanId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["loanId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "amount",
+		func(ctx context.Context, v any) (lending.Money, error) {
+			return ec.unmarshalNMoney2mutuoᚋlendingᚐMoney(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["amount"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "idempotencyKey",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["idempotencyKey"] = arg2
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_refreshToken_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2187,6 +2363,88 @@ func (ec *executionContext) field_Mutation_refreshToken_args(ctx context.Context
 		return nil, err
 	}
 	args["refreshToken"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_repayLoan_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "loanId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["loanId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "amount",
+		func(ctx context.Context, v any) (lending.Money, error) {
+			return ec.unmarshalNMoney2mutuoᚋlendingᚐMoney(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["amount"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "idempotencyKey",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["idempotencyKey"] = arg2
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_requestLoan_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.RequestLoanInput, error) {
+			return ec.unmarshalNRequestLoanInput2mutuoᚋgraphᚋmodelᚐRequestLoanInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "idempotencyKey",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["idempotencyKey"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_requestWithdrawal_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "amount",
+		func(ctx context.Context, v any) (lending.Money, error) {
+			return ec.unmarshalNMoney2mutuoᚋlendingᚐMoney(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["amount"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "pixKey",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["pixKey"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "idempotencyKey",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["idempotencyKey"] = arg2
 	return args, nil
 }
 
@@ -4687,6 +4945,29 @@ func (ec *executionContext) fieldContext_Loan_installments(_ context.Context, fi
 	return fc, nil
 }
 
+func (ec *executionContext) _Loan_cet(ctx context.Context, field graphql.CollectedField, obj *lending.Loan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Loan_cet(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Loan().Cet(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Loan_cet(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Loan", field, true, true, errors.New("field of type Float does not have child fields"))
+}
+
 func (ec *executionContext) _LoanConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.LoanConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5257,6 +5538,226 @@ func (ec *executionContext) _Mutation_signOut(ctx context.Context, field graphql
 }
 func (ec *executionContext) fieldContext_Mutation_signOut(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Mutation", field, true, true, errors.New("field of type Boolean does not have child fields"))
+}
+
+func (ec *executionContext) _Mutation_createDeposit(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createDeposit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateDeposit(ctx, fc.Args["amount"].(lending.Money), fc.Args["idempotencyKey"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *lending.Deposit) graphql.Marshaler {
+			return ec.marshalNDeposit2ᚖmutuoᚋlendingᚐDeposit(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createDeposit(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Deposit(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createDeposit_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_requestWithdrawal(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_requestWithdrawal(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RequestWithdrawal(ctx, fc.Args["amount"].(lending.Money), fc.Args["pixKey"].(string), fc.Args["idempotencyKey"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *lending.Withdrawal) graphql.Marshaler {
+			return ec.marshalNWithdrawal2ᚖmutuoᚋlendingᚐWithdrawal(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_requestWithdrawal(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Withdrawal(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_requestWithdrawal_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_requestLoan(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_requestLoan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RequestLoan(ctx, fc.Args["input"].(model.RequestLoanInput), fc.Args["idempotencyKey"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *lending.Loan) graphql.Marshaler {
+			return ec.marshalNLoan2ᚖmutuoᚋlendingᚐLoan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_requestLoan(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Loan(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_requestLoan_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_invest(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_invest(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().Invest(ctx, fc.Args["loanId"].(string), fc.Args["amount"].(lending.Money), fc.Args["idempotencyKey"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *lending.Investment) graphql.Marshaler {
+			return ec.marshalNInvestment2ᚖmutuoᚋlendingᚐInvestment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_invest(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Investment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_invest_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_repayLoan(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_repayLoan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RepayLoan(ctx, fc.Args["loanId"].(string), fc.Args["amount"].(lending.Money), fc.Args["idempotencyKey"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Repayment) graphql.Marshaler {
+			return ec.marshalNRepayment2ᚖmutuoᚋgraphᚋmodelᚐRepayment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_repayLoan(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Repayment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_repayLoan_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Notification_id(ctx context.Context, field graphql.CollectedField, obj *lending.Notification) (ret graphql.Marshaler) {
@@ -9778,6 +10279,44 @@ func (ec *executionContext) _Loan(ctx context.Context, sel ast.SelectionSet, obj
 			}
 
 			out.Concurrently(i, func(ctx context.Context) graphql.Marshaler { return innerFunc(ctx, out) })
+		case "cet":
+			field := field
+
+			innerFunc := func(ctx context.Context, fs *graphql.FieldSet) (res graphql.Marshaler) {
+				defer func() {
+					if r := recover(); r != nil {
+						ec.Error(ctx, ec.Recover(ctx, r))
+					}
+				}()
+				res = ec._Loan_cet(ctx, field, obj)
+				if res == graphql.RequiredNull {
+					atomic.AddUint32(&fs.Invalids, 1)
+				}
+				return res
+			}
+
+			if field.IsDeferred() {
+				deferredFieldSet.AddField(field)
+				fieldIndex := len(deferredFieldSet.Values) - 1
+				deferredFieldSet.Concurrently(fieldIndex, func(ctx context.Context) graphql.Marshaler {
+					return innerFunc(ctx, deferredFieldSet)
+				})
+
+				for _, deferrable := range field.Deferrables {
+					view, ok := deferLabelToView[deferrable.Label]
+					if !ok {
+						view = deferredFieldSet.NewView()
+						deferLabelToView[deferrable.Label] = view
+					}
+					view.AddIndices(fieldIndex)
+				}
+
+				// don't run the out.Concurrently() call below
+				out.Values[i] = graphql.Null
+				continue
+			}
+
+			out.Concurrently(i, func(ctx context.Context) graphql.Marshaler { return innerFunc(ctx, out) })
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -10182,6 +10721,41 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "signOut":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_signOut(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createDeposit":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createDeposit(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requestWithdrawal":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_requestWithdrawal(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requestLoan":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_requestLoan(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "invest":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_invest(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "repayLoan":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_repayLoan(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -11733,6 +12307,16 @@ func (ec *executionContext) marshalNDate2timeᚐTime(ctx context.Context, sel as
 	return res
 }
 
+func (ec *executionContext) marshalNDeposit2ᚖmutuoᚋlendingᚐDeposit(ctx context.Context, sel ast.SelectionSet, v *lending.Deposit) graphql.Marshaler {
+	if v == nil {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+		return graphql.Null
+	}
+	return ec._Deposit(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNDepositStatus2mutuoᚋlendingᚐDepositStatus(ctx context.Context, v any) (lending.DepositStatus, error) {
 	var res lending.DepositStatus
 	err := res.UnmarshalGQL(v)
@@ -12153,6 +12737,21 @@ func (ec *executionContext) marshalNPageInfo2ᚖmutuoᚋgraphᚋmodelᚐPageInfo
 	return ec._PageInfo(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNRepayment2ᚖmutuoᚋgraphᚋmodelᚐRepayment(ctx context.Context, sel ast.SelectionSet, v *model.Repayment) graphql.Marshaler {
+	if v == nil {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+		return graphql.Null
+	}
+	return ec._Repayment(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRequestLoanInput2mutuoᚋgraphᚋmodelᚐRequestLoanInput(ctx context.Context, v any) (model.RequestLoanInput, error) {
+	res, err := ec.unmarshalInputRequestLoanInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNRiskGrade2mutuoᚋlendingᚐRiskGrade(ctx context.Context, v any) (lending.RiskGrade, error) {
 	var res lending.RiskGrade
 	err := res.UnmarshalGQL(v)
@@ -12264,6 +12863,16 @@ func (ec *executionContext) marshalNUser2ᚖmutuoᚋlendingᚐUser(ctx context.C
 		return graphql.Null
 	}
 	return ec._User(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNWithdrawal2ᚖmutuoᚋlendingᚐWithdrawal(ctx context.Context, sel ast.SelectionSet, v *lending.Withdrawal) graphql.Marshaler {
+	if v == nil {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+		return graphql.Null
+	}
+	return ec._Withdrawal(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNWithdrawalStatus2mutuoᚋlendingᚐWithdrawalStatus(ctx context.Context, v any) (lending.WithdrawalStatus, error) {

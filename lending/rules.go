@@ -27,8 +27,8 @@ const (
 	// OriginationFeeBps is the platform's fee on disbursement, in basis points
 	// of the loan amount (2%), deducted from what the borrower receives.
 	OriginationFeeBps = 200
-	// ServicingFeeBps is the platform's fee on each repayment, in basis points
-	// of what investors receive (1%).
+	// ServicingFeeBps is the platform's servicing fee on repayments
+	// distributed to investors, in basis points (1%).
 	ServicingFeeBps = 100
 	// FundingWindow is how long a loan stays open for investment before it is
 	// cancelled and the holds released.

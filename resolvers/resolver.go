@@ -4,7 +4,10 @@
 package resolvers
 
 import (
+	"time"
+
 	"mutuo/auth"
+	"mutuo/pix"
 	"mutuo/store"
 )
 
@@ -12,4 +15,16 @@ import (
 type Resolver struct {
 	Store *store.Store
 	Auth  *auth.Service
+	PSP   pix.PSP
+	// DepositExpiry is how long a Pix charge can be paid (0: the default).
+	DepositExpiry time.Duration
+	// Now is the clock (time.Now in production; tests move it).
+	Now func() time.Time
+}
+
+func (r *Resolver) now() time.Time {
+	if r.Now == nil {
+		return time.Now()
+	}
+	return r.Now()
 }

@@ -326,7 +326,11 @@ func TestApplyPixPaymentNotCredited(t *testing.T) {
 		dep  *int64
 	}{
 		{"unknown txid", sandboxPayment(t, pix.NewTxid(), 100_00, now), store.PixUnknownTxid, nil},
-		{"no txid", func() pix.Payment { p := otherPayment(sandboxPayment(t, pix.NewTxid(), 5_00, now), 7); p.Txid = ""; return p }(), store.PixUnknownTxid, nil},
+		{"no txid", func() pix.Payment {
+			p := otherPayment(sandboxPayment(t, pix.NewTxid(), 5_00, now), 7)
+			p.Txid = ""
+			return p
+		}(), store.PixUnknownTxid, nil},
 		{"wrong amount", sandboxPayment(t, dWrong.Txid, 99_99, now), store.PixWrongAmount, &dWrong.ID},
 		{"paid after expiry", sandboxPayment(t, dLate.Txid, 100_00, dLate.ExpiresAt.Add(time.Second)), store.PixExpired, &dLate.ID},
 		{"deposit EXPIRED", sandboxPayment(t, dExpired.Txid, 100_00, now.Add(-2*time.Minute)), store.PixExpired, &dExpired.ID},
@@ -537,7 +541,7 @@ func TestRequestWithdrawalFailsAndReleases(t *testing.T) {
 		amount lending.Money
 		key    string
 	}{
-		{50_13, "+55 (11) 98765-4321"},  // the Sandbox rejects amounts ending in .13
+		{50_13, "+55 (11) 98765-4321"}, // the Sandbox rejects amounts ending in .13
 		{10_00, pix.SandboxFailingKey}, // and this key
 	} {
 		wd, err := s.RequestWithdrawal(ctx, pixViewer(uid), tc.amount, tc.key, fmt.Sprintf("fail-%d", i), pix.Sandbox{})
@@ -589,9 +593,9 @@ func TestRequestWithdrawalRefused(t *testing.T) {
 		{pixViewer(uid), 0, "12345678909", "r3", lending.CodeBadUserInput},
 		{pixViewer(uid), -1, "12345678909", "r4", lending.CodeBadUserInput},
 		{pixViewer(uid), store.MaxWithdrawalAmount + 1, "12345678909", "r5", lending.CodeBadUserInput},
-		{pixViewer(uid), 1_00, "123.456.789-00", "r6", lending.CodeBadUserInput},   // bad check digits
-		{pixViewer(uid), 1_00, "11987654321", "r7", lending.CodeBadUserInput},      // a phone without +55 is a (bad) CPF
-		{pixViewer(uid), 1_00, "not a key", "r8", lending.CodeBadUserInput},        // nothing
+		{pixViewer(uid), 1_00, "123.456.789-00", "r6", lending.CodeBadUserInput}, // bad check digits
+		{pixViewer(uid), 1_00, "11987654321", "r7", lending.CodeBadUserInput},    // a phone without +55 is a (bad) CPF
+		{pixViewer(uid), 1_00, "not a key", "r8", lending.CodeBadUserInput},      // nothing
 		{pixViewer(uid), 1_00, "12345678909", "bad idem key", lending.CodeBadUserInput},
 	} {
 		_, err := s.RequestWithdrawal(ctx, tc.v, tc.amount, tc.key, tc.idem, psp)
