@@ -37,7 +37,7 @@ type App struct {
 	Store  *store.Store
 	Auth   *auth.Service
 
-	PSP    pix.PSP
+	PSP pix.PSP
 	// Now is the clock for everything time-driven (tests move it).
 	Now func() time.Time
 

@@ -13,14 +13,19 @@
 // by moving the clock: Load replays about 200 days of activity in
 // chronological order, passing each operation its own "now".
 //
-// The data is deterministic apart from ids and password salts: a fixed seed
-// drives every choice.
+// FUNDED never appears: the investment that commits a loan's last centavo
+// funds and disburses it in one transaction, so FUNDED is transient and a
+// fully funded loan rests in ACTIVE.
+//
+// The data is deterministic apart from password salts and the timestamps the
+// store takes from the database's clock: a fixed seed drives every choice.
 package demo
 
 import (
 	"container/heap"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -75,6 +80,9 @@ const lockKey = 0x6d75_7475_6f64_656d // "mutuodem"
 // step is its own transaction, as through the API); it is meant for empty
 // development databases.
 func Load(ctx context.Context, s *store.Store, a *auth.Service, psp pix.PSP, now time.Time) (*Credentials, error) {
+	if s == nil || a == nil || psp == nil {
+		return nil, errors.New("demo: a store, an auth service and a PSP are required")
+	}
 	conn, err := s.Pool().Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("demo: acquire connection: %w", err)
@@ -295,8 +303,6 @@ func (l *loader) day(d int) time.Time {
 	}
 	return t
 }
-
-func (l *loader) pick(ps []*person) *person { return ps[l.rng.IntN(len(ps))] }
 
 // plan lays out every loan: who asks for how much, when, who invests and
 // what becomes of it.
@@ -523,12 +529,9 @@ func (l *loader) key(kind string) string {
 }
 
 func (l *loader) run(ctx context.Context) error {
-	t0 := time.Now()
 	if err := l.signUpAll(ctx); err != nil {
 		return err
 	}
-	track("signup", t0)
-	defer track("chats", time.Now())
 	l.plan()
 	start := l.now.Truncate(24*time.Hour).AddDate(0, 0, -206)
 
@@ -577,12 +580,7 @@ func (l *loader) run(ctx context.Context) error {
 	return l.chats(ctx)
 }
 
-var Stats = map[string]time.Duration{}
-var Counts = map[string]int{}
-func track(k string, t0 time.Time) { Stats[k] += time.Since(t0); Counts[k]++ }
-
 func (l *loader) tick(ctx context.Context, at time.Time) error {
-	defer track("tick", time.Now())
 	if _, err := l.s.RunScheduler(ctx, at); err != nil {
 		return fmt.Errorf("scheduler: %w", err)
 	}
@@ -590,7 +588,6 @@ func (l *loader) tick(ctx context.Context, at time.Time) error {
 }
 
 func (l *loader) request(ctx context.Context, p *loanPlan, at time.Time) error {
-	defer track("request", time.Now())
 	loan, err := l.s.RequestLoan(ctx, p.borrower.v, store.RequestLoanInput{Amount: p.amount, TermMonths: p.term, Purpose: p.purpose}, l.key("loan"), at)
 	if err != nil {
 		return fmt.Errorf("request loan %d of %s: %w", p.n, p.borrower.email, err)
@@ -614,8 +611,6 @@ func (l *loader) invest(ctx context.Context, p *loanPlan, pi plannedInvestment, 
 			return err
 		}
 	}
-	t0 := time.Now()
-	defer track("invest", t0)
 	if _, err := l.s.Invest(ctx, pi.investor.v, p.id, pi.amount, l.key("inv"), at); err != nil {
 		return fmt.Errorf("%s invests %v in loan %d (%d): %w", pi.investor.email, pi.amount, p.n, p.id, err)
 	}
@@ -688,7 +683,6 @@ func (l *loader) repay(ctx context.Context, p *loanPlan, all bool, at time.Time)
 			return err
 		}
 	}
-	defer track("repay", time.Now())
 	if _, err := l.s.RepayLoan(ctx, p.borrower.v, p.id, amount, l.key("repay"), at); err != nil {
 		return fmt.Errorf("%s repays %v of loan %d (%d): %w", p.borrower.email, amount, p.n, p.id, err)
 	}
@@ -721,7 +715,6 @@ func (l *loader) alnum(n int) string {
 // pays it a few minutes later through ApplyPixPayment, the path of the PSP's
 // webhook.
 func (l *loader) deposit(ctx context.Context, p *person, amount lending.Money, at time.Time) error {
-	defer track("deposit", time.Now())
 	txid := l.alnum(pix.TxidLen)
 	d, err := l.s.CreateDeposit(ctx, p.v, amount, l.key("dep"), func(ctx context.Context, amount lending.Money) (store.DepositCharge, error) {
 		res, err := l.psp.CreateCharge(ctx, pix.Charge{Txid: txid, Amount: amount, Description: "Depósito na carteira Mutuo"})
@@ -753,7 +746,6 @@ func (l *loader) deposit(ctx context.Context, p *person, amount lending.Money, a
 // requestWithdrawal does. (The store stamps withdrawals with the database's
 // clock; at only orders the event.)
 func (l *loader) withdraw(ctx context.Context, p *person, amount lending.Money, at time.Time) error {
-	defer track("withdraw", time.Now())
 	wd, err := l.s.RequestWithdrawal(ctx, p.v, amount, p.cpf, l.key("wd"), l.psp)
 	if err != nil {
 		return fmt.Errorf("withdraw %v for %s: %w", amount, p.email, err)
@@ -786,9 +778,16 @@ func (l *loader) chats(ctx context.Context) error {
 		loan                 *loanPlan
 		start                time.Time
 		lines                []line
-		invUnread, borUnread int // messages at the end the recipient has not read
+		invUnread, borUnread int               // messages at the end the recipient has not read
+		fixed                map[int]time.Time // times of some lines, instead of their after
 	}
 	var chats []chat
+	var funding *loanPlan // the demo borrower's loan that is funding now
+	for _, p := range l.plans {
+		if p.borrower == demoB && p.fate == fateFunding {
+			funding = p
+		}
+	}
 
 	// The demo investor and the demo borrower about the borrower's active loan.
 	chats = append(chats, chat{inv: demoI, bor: demoB, loan: l.demoActive, start: l.demoActive.requestAt.Add(3 * time.Hour),
@@ -799,16 +798,13 @@ func (l *loader) chats(ctx context.Context) error {
 			{false, "Estoque de peças (câmbios, freios e pneus) para não perder serviço por falta de peça, e um compressor novo.", 35 * time.Minute},
 			{true, "Faz sentido. Vou investir uma parte. Boa sorte!", 20 * time.Hour},
 			{false, "Muito obrigado pela confiança! O empréstimo foi liberado e as peças já chegaram.", 6 * 24 * time.Hour},
-			{false, "Paguei a parcela deste mês adiantado. Qualquer dúvida é só chamar.", 31 * 24 * time.Hour},
-			{false, "Ah, e em breve vou abrir uma segunda unidade no centro. Coloquei um novo pedido na plataforma.", 60 * 24 * time.Hour},
-		}, invUnread: 2})
+			{false, "Paguei a parcela deste mês adiantado. Qualquer dúvida é só chamar.", 0},
+			{false, "Ah, e vou abrir uma segunda unidade no centro. Coloquei um novo pedido na plataforma.", 0},
+		}, invUnread: 2, fixed: map[int]time.Time{
+			6: l.now.AddDate(0, 0, -9).Add(-5 * time.Hour),
+			7: funding.requestAt.Add(50 * time.Minute),
+		}})
 	// Another investor asks the demo borrower about the loan funding now.
-	var funding *loanPlan
-	for _, p := range l.plans {
-		if p.borrower == demoB && p.fate == fateFunding {
-			funding = p
-		}
-	}
 	chats = append(chats, chat{inv: l.investors[3], bor: demoB, loan: funding, start: funding.requestAt.Add(90 * time.Minute),
 		lines: []line{
 			{true, "Boa tarde! A segunda oficina vai ter o mesmo tipo de serviço da primeira?", 0},
@@ -871,23 +867,23 @@ func (l *loader) chats(ctx context.Context) error {
 	}
 	n := 0
 	for _, p := range l.plans {
-		if n == 8 || p.borrower.demo || len(p.investments) == 0 || p == late || p == fundingOther {
+		if n == 9 || p.borrower.demo || len(p.investments) == 0 || p == late || p == fundingOther {
 			continue
 		}
-		if p.n%4 != 0 {
+		if p.n%7 != 0 {
 			continue
 		}
 		inv := p.investments[len(p.investments)-1].investor
 		k := 2 + l.rng.IntN(3)
 		off := 2 * l.rng.IntN(3)
-		c := chat{inv: inv, bor: p.borrower, loan: p, start: p.requestAt.Add(time.Duration(1+l.rng.IntN(20)) * time.Hour)}
+		c := chat{inv: inv, bor: p.borrower, loan: p, start: p.requestAt.Add(time.Duration(30+l.rng.IntN(300)) * time.Minute)}
 		for i := 0; i < k; i++ {
 			c.lines = append(c.lines, questions[(off+i)%len(questions)])
 		}
 		if (p.fate == fateActive || p.fate == fateRepaid) && p.requestAt.Before(l.now.AddDate(0, 0, -45)) {
 			c.lines = append(c.lines, followUp...)
 		}
-		if n%3 == 0 {
+		if p.requestAt.After(l.now.AddDate(0, 0, -14)) && n%2 == 0 {
 			if c.lines[len(c.lines)-1].investor {
 				c.borUnread = 1
 			} else {
@@ -913,6 +909,9 @@ func (l *loader) chats(ctx context.Context) error {
 			t := c.start
 			for i, ln := range c.lines {
 				t = t.Add(ln.after)
+				if at, ok := c.fixed[i]; ok {
+					t = at
+				}
 				times[i] = t
 			}
 			if last := times[len(times)-1]; !last.Before(l.now) {
@@ -970,11 +969,14 @@ func (l *loader) chats(ctx context.Context) error {
 				}
 			}
 		}
-		// People read most of their notifications: all but the newest few
-		// of each user are marked read, so unread counts stay realistic.
+		// People read most of their notifications: all but the latest four
+		// (in the order they happened, which is id order) of each user are
+		// marked read. Message notifications are read exactly when their
+		// message is, so they were written unread only for unread messages.
 		if _, err := tx.Exec(ctx, `
 			UPDATE notifications n SET read_at = greatest(n.created_at, least(n.created_at + interval '3 hours', $1::timestamptz))
-			FROM (SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY created_at DESC, id DESC) AS rn FROM notifications) r
+			FROM (SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY id DESC) AS rn
+			      FROM notifications WHERE kind <> 'NEW_MESSAGE') r
 			WHERE n.id = r.id AND r.rn > 4 AND n.read_at IS NULL`, l.now); err != nil {
 			return fmt.Errorf("mark notifications read: %w", err)
 		}

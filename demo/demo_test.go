@@ -58,7 +58,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("Load took %v %v %v", time.Since(began), Stats, Counts)
+	t.Logf("Load took %v", time.Since(began))
 	if creds == nil || creds.Investor.Email != InvestorEmail || creds.Borrower.Email != BorrowerEmail ||
 		creds.Investor.Password != Password || creds.Borrower.Password != Password {
 		t.Fatalf("credentials = %+v", creds)
@@ -275,5 +275,43 @@ func TestLoadIsDeterministic(t *testing.T) {
 	}
 	if a, b := summary(), summary(); a != b {
 		t.Fatalf("two loads differ:\n%s\n%s", a, b)
+	}
+}
+
+func TestConcurrentLoadsLoadOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads the demo data")
+	}
+	ctx := context.Background()
+	db := testenv.NewDB(t)
+	st := store.New(db.Pool)
+	a := newAuth(t, st)
+	now := time.Date(2025, 3, 14, 15, 30, 0, 0, time.UTC)
+	type result struct {
+		creds *Credentials
+		err   error
+	}
+	results := make(chan result, 3)
+	for range 3 {
+		go func() {
+			c, err := Load(ctx, st, a, pix.Sandbox{}, now)
+			results <- result{c, err}
+		}()
+	}
+	loaded := 0
+	for range 3 {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.creds != nil {
+			loaded++
+		}
+	}
+	if loaded != 1 {
+		t.Fatalf("%d of 3 concurrent loads loaded, want 1", loaded)
+	}
+	if n := count(t, st, `SELECT count(*) FROM users WHERE email = $1`, InvestorEmail); n != 1 {
+		t.Fatalf("%d demo investors", n)
 	}
 }
