@@ -3,4 +3,7 @@
 // Package main's tools.go pins the code generator's version in go.mod.
 package main
 
-import _ "github.com/99designs/gqlgen"
+import (
+	_ "github.com/99designs/gqlgen"
+	_ "github.com/gorilla/websocket"
+)

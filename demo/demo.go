@@ -357,11 +357,11 @@ func (l *loader) plan() {
 			p.payoffAt = 2 // paid off early, all at once
 		}
 	}
-	// Defaulted: funded 190 to 160 days ago, at most one installment paid.
+	// Defaulted: funded 190 to 166 days ago, at most one installment paid.
 	for i := 0; i < 5; i++ {
 		add(nil, l.day(190-6*i), fateDefaulted, 0, termBetween(6, 12), "")
 	}
-	// Active: requested 165 to 20 days ago, terms running past now; a few
+	// Active: requested 165 to 21 days ago, terms running past now; a few
 	// stopped paying recently, so they have LATE installments.
 	for i := 0; i < 17; i++ {
 		d := 165 - i*9
@@ -420,7 +420,8 @@ func (l *loader) planInvestments(p *loanPlan, demoI *person) {
 	} else {
 		target = units * (15 + l.rng.IntN(71)) / 100
 		window = 13 * 24 * time.Hour
-		if until := l.now.Sub(p.requestAt) - 10*time.Minute; p.fate == fateFunding && until < window {
+		// (investments start 30 minutes after the request and end before now)
+		if until := l.now.Sub(p.requestAt) - 40*time.Minute; p.fate == fateFunding && until < window {
 			window = until
 		}
 	}
@@ -433,35 +434,34 @@ func (l *loader) planInvestments(p *loanPlan, demoI *person) {
 		return
 	}
 	order := l.rng.Perm(len(l.investors))
-	inv := make([]*person, 0, k)
-	withDemo := p.borrower.demo || l.rng.IntN(2) == 0
-	if withDemo {
-		inv = append(inv, demoI)
+	who := make([]*person, 0, k)
+	if p.borrower.demo || l.rng.IntN(2) == 0 {
+		who = append(who, demoI)
 	}
 	for _, i := range order {
-		if len(inv) == k {
+		if len(who) == k {
 			break
 		}
 		if l.investors[i] != demoI {
-			inv = append(inv, l.investors[i])
+			who = append(who, l.investors[i])
 		}
 	}
-	l.rng.Shuffle(len(inv), func(i, j int) { inv[i], inv[j] = inv[j], inv[i] })
+	l.rng.Shuffle(len(who), func(i, j int) { who[i], who[j] = who[j], who[i] })
 	// Split target units: one each, the rest by random weights; the last
 	// investor of a full funding takes the remainder.
-	weights := make([]int, len(inv))
+	weights := make([]int, len(who))
 	sum := 0
 	for i := range weights {
 		weights[i] = 1 + l.rng.IntN(10)
 		sum += weights[i]
 	}
-	rest, given := target-len(inv), 0
-	times := make([]time.Duration, len(inv))
+	rest, given := target-len(who), 0
+	times := make([]time.Duration, len(who))
 	for i := range times {
 		times[i] = time.Duration(l.rng.Int64N(int64(window)))
 	}
 	slices.Sort(times)
-	for i, inv := range inv {
+	for i, inv := range who {
 		u := 1 + rest*weights[i]/sum
 		if i == len(weights)-1 {
 			u = target - given

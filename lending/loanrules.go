@@ -10,7 +10,9 @@ import (
 // CheckInvestment decides whether amount may be committed to loan at now:
 // INVALID_STATE unless the loan is FUNDING and now is before its funding
 // deadline; BAD_USER_INPUT if amount is below MinInvestment or exceeds what
-// remains to fund (Amount - FundedAmount). The state is checked first, so
+// remains to fund (Amount - FundedAmount). When less than MinInvestment
+// remains, exactly the remainder may be invested, so no loan is left
+// unfundable a few centavos short. The state is checked first, so
 // investing in a funded or cancelled loan is INVALID_STATE whatever the
 // amount.
 func CheckInvestment(loan *Loan, amount Money, now time.Time) error {
@@ -20,10 +22,11 @@ func CheckInvestment(loan *Loan, amount Money, now time.Time) error {
 	if !now.Before(loan.FundingDeadline) {
 		return Errorf(CodeInvalidState, "loan's funding deadline has passed")
 	}
-	if amount < MinInvestment {
-		return BadInput("the minimum investment is %v, got %v", MinInvestment, amount)
+	remaining := loan.Amount - loan.FundedAmount
+	if amount <= 0 || (amount < MinInvestment && amount != remaining) {
+		return BadInput("the minimum investment is %v (or exactly what remains, when less), got %v", MinInvestment, amount)
 	}
-	if remaining := loan.Amount - loan.FundedAmount; amount > remaining {
+	if amount > remaining {
 		return BadInput("investment of %v exceeds what remains to fund (%v)", amount, remaining)
 	}
 	return nil

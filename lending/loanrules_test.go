@@ -196,3 +196,16 @@ func TestSplitRepaymentProperty(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestCheckInvestmentAllowsAnUnderMinimumRemainder(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := &Loan{Status: LoanFunding, Amount: 50000, FundedAmount: 48000, FundingDeadline: now.Add(time.Hour)}
+	if err := CheckInvestment(l, 2000, now); err != nil {
+		t.Fatalf("the exact 20.00 remainder must be accepted: %v", err)
+	}
+	for _, a := range []Money{1999, 1000, 0, -5} {
+		if err := CheckInvestment(l, a, now); !IsCode(err, CodeBadUserInput) {
+			t.Fatalf("%v below the minimum and not the remainder: %v", a, err)
+		}
+	}
+}

@@ -74,6 +74,8 @@ var invariantChecks = []struct {
 		WHERE l.status IN ('ACTIVE', 'REPAID', 'DEFAULTED')
 		  AND (l.funded_amount <> l.amount OR coalesce(i.s, 0) <> l.amount OR coalesce(n.p, 0) <> l.amount
 		       OR coalesce(n.c, 0) <> l.term_months OR l.disbursed_at IS NULL)`},
+	{"FUNDED is only ever seen inside the transaction that disburses", `
+		SELECT format('loan %s is FUNDED', id) FROM loans WHERE status = 'FUNDED'`},
 	{"loans not disbursed have no schedule; cancelled ones hold nothing", `
 		SELECT format('loan %s (%s) has %s installments and %s HELD holds', l.id, l.status,
 			(SELECT count(*) FROM installments n WHERE n.loan_id = l.id),

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -25,10 +26,12 @@ type Leg struct {
 	LoanID      *int64
 }
 
-// Transfer is a set of legs that sum to zero.
+// Transfer is a set of legs that sum to zero. At is when it happened (the
+// use case's clock); zero means the database's now().
 type Transfer struct {
 	Kind string
 	Legs []Leg
+	At   time.Time
 }
 
 // PostedLeg is a leg as written: the entry id and the balance after it.
@@ -96,7 +99,12 @@ func post(ctx context.Context, tx pgx.Tx, t Transfer) ([]PostedLeg, error) {
 		return nil, err
 	}
 	var transferID int64
-	if err := tx.QueryRow(ctx, `INSERT INTO transfers (kind) VALUES ($1) RETURNING id`, t.Kind).Scan(&transferID); err != nil {
+	var at *time.Time
+	if !t.At.IsZero() {
+		at = &t.At
+	}
+	if err := tx.QueryRow(ctx, `INSERT INTO transfers (kind, created_at) VALUES ($1, coalesce($2, now())) RETURNING id`,
+		t.Kind, at).Scan(&transferID); err != nil {
 		return nil, fmt.Errorf("insert transfer: %w", err)
 	}
 	out := make([]PostedLeg, len(t.Legs))
@@ -114,9 +122,9 @@ func post(ctx context.Context, tx pgx.Tx, t Transfer) ([]PostedLeg, error) {
 			return nil, fmt.Errorf("apply leg on wallet %d: %w", l.WalletID, err)
 		}
 		if err := tx.QueryRow(ctx, `
-			INSERT INTO ledger_entries (transfer_id, wallet_id, kind, amount, balance_after, description, loan_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
-			transferID, l.WalletID, l.Kind, l.Amount, p.BalanceAfter, l.Description, l.LoanID).Scan(&p.EntryID); err != nil {
+			INSERT INTO ledger_entries (transfer_id, wallet_id, kind, amount, balance_after, description, loan_id, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now())) RETURNING id`,
+			transferID, l.WalletID, l.Kind, l.Amount, p.BalanceAfter, l.Description, l.LoanID, at).Scan(&p.EntryID); err != nil {
 			return nil, fmt.Errorf("insert entry: %w", err)
 		}
 		if userID != nil {

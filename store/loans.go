@@ -416,7 +416,7 @@ func disburse(ctx context.Context, tx pgx.Tx, loan *lockedLoan, now time.Time) e
 			return fmt.Errorf("investment %d: hold of %v for %v", c.ID, held, c.Amount)
 		}
 		desc := fmt.Sprintf("Investment %d in loan #%d", c.ID, loanID)
-		if _, err := post(ctx, tx, Transfer{Kind: "INVESTMENT", Legs: []Leg{
+		if _, err := post(ctx, tx, Transfer{Kind: "INVESTMENT", At: now, Legs: []Leg{
 			{WalletID: walletID, Amount: -held, ReleaseHeld: held, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
 			{WalletID: loan.EscrowID, Amount: held, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
 		}}); err != nil {
@@ -433,7 +433,7 @@ func disburse(ctx context.Context, tx pgx.Tx, loan *lockedLoan, now time.Time) e
 	}
 	fee := lending.OriginationFee(loan.Amount)
 	net := loan.Amount - fee
-	if _, err := post(ctx, tx, Transfer{Kind: "DISBURSEMENT", Legs: []Leg{
+	if _, err := post(ctx, tx, Transfer{Kind: "DISBURSEMENT", At: now, Legs: []Leg{
 		{WalletID: loan.EscrowID, Amount: -net, Kind: lending.EntryDisbursement, Description: fmt.Sprintf("Disbursement of loan #%d", loanID), LoanID: &loanID},
 		{WalletID: borrowerWallet, Amount: net, Kind: lending.EntryDisbursement, Description: fmt.Sprintf("Loan #%d disbursed", loanID), LoanID: &loanID},
 	}}); err != nil {
@@ -445,7 +445,7 @@ func disburse(ctx context.Context, tx pgx.Tx, loan *lockedLoan, now time.Time) e
 			return err
 		}
 		desc := fmt.Sprintf("Origination fee of loan #%d", loanID)
-		if _, err := post(ctx, tx, Transfer{Kind: "ORIGINATION_FEE", Legs: []Leg{
+		if _, err := post(ctx, tx, Transfer{Kind: "ORIGINATION_FEE", At: now, Legs: []Leg{
 			{WalletID: loan.EscrowID, Amount: -fee, Kind: lending.EntryFee, Description: desc, LoanID: &loanID},
 			{WalletID: fees, Amount: fee, Kind: lending.EntryFee, Description: desc, LoanID: &loanID},
 		}}); err != nil {
@@ -622,7 +622,7 @@ func (s *Store) RepayLoan(ctx context.Context, v lending.Viewer, loanID int64, a
 			return err
 		}
 		desc := fmt.Sprintf("Repayment of loan #%d", loanID)
-		if _, err := post(ctx, tx, Transfer{Kind: "REPAYMENT", Legs: []Leg{
+		if _, err := post(ctx, tx, Transfer{Kind: "REPAYMENT", At: now, Legs: []Leg{
 			{WalletID: borrowerWallet, Amount: -amount, Kind: lending.EntryRepayment, Description: desc, LoanID: &loanID},
 			{WalletID: loan.EscrowID, Amount: amount, Kind: lending.EntryRepayment, Description: desc, LoanID: &loanID},
 		}}); err != nil {
@@ -657,7 +657,7 @@ func (s *Store) RepayLoan(ctx context.Context, v lending.Viewer, loanID int64, a
 			}
 			received[a.UserID] += sh.Total()
 		}
-		if _, err := post(ctx, tx, Transfer{Kind: "REPAYMENT_DISTRIBUTION", Legs: legs}); err != nil {
+		if _, err := post(ctx, tx, Transfer{Kind: "REPAYMENT_DISTRIBUTION", At: now, Legs: legs}); err != nil {
 			return err
 		}
 

@@ -724,6 +724,11 @@ func TestLoanLifecycleExactFigures(t *testing.T) {
 	}
 	wantInv(ix.ID, lending.InvestmentActive, 195_24, 12_40)
 	wantInv(iy.ID, lending.InvestmentActive, 130_16, 8_27)
+	// The ledger dates the payment by the use case's clock: borrower debit,
+	// escrow in and out, two investors and the fee.
+	if n := e.count(`SELECT count(*) FROM ledger_entries WHERE loan_id = $1 AND created_at = $2`, l.ID, time.Date(2025, 2, 5, 10, 0, 0, 0, time.UTC)); n != 6 {
+		t.Fatalf("entries dated at the payment = %d, want 6", n)
+	}
 	e.wantWallet(x, 400_00+207_64, 0)
 	e.wantWallet(y, 100_00+138_43, 0)
 	e.wantWallet(b, 1080_00-349_57, 0)

@@ -250,7 +250,7 @@ func creditDeposit(ctx context.Context, tx pgx.Tx, p pix.Payment, now time.Time)
 	if err != nil {
 		return "", nil, err
 	}
-	if _, err := post(ctx, tx, Transfer{Kind: "DEPOSIT", Legs: []Leg{
+	if _, err := post(ctx, tx, Transfer{Kind: "DEPOSIT", At: now, Legs: []Leg{
 		{WalletID: clearing, Amount: -amount, Kind: lending.EntryDeposit, Description: "Pix deposit"},
 		{WalletID: walletID, Amount: amount, Kind: lending.EntryDeposit, Description: "Pix deposit"},
 	}}); err != nil {

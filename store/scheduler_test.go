@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -90,12 +91,12 @@ func TestSchedulerDueLateDefault(t *testing.T) {
 	// disbursed 2025-01-10: due 2025-02-10, 03-10, 04-10
 	l, b, invs := e.activeLoan(1000_00, 3, t0, 1000_00)
 
-	e.wantRun(day(2025, 2, 6, 12), store.SchedulerResult{})              // 4 days before
-	e.wantRun(day(2025, 2, 7, 0), store.SchedulerResult{DueNotices: 1})  // 3 days before
-	e.wantRun(day(2025, 2, 8, 0), store.SchedulerResult{})               // once
-	e.wantRun(day(2025, 2, 10, 23), store.SchedulerResult{})             // due today: not late
-	e.wantRun(day(2025, 2, 11, 0), store.SchedulerResult{Late: 1})       // a day past due
-	e.wantRun(day(2025, 2, 12, 0), store.SchedulerResult{})              // once
+	e.wantRun(day(2025, 2, 6, 12), store.SchedulerResult{})             // 4 days before
+	e.wantRun(day(2025, 2, 7, 0), store.SchedulerResult{DueNotices: 1}) // 3 days before
+	e.wantRun(day(2025, 2, 8, 0), store.SchedulerResult{})              // once
+	e.wantRun(day(2025, 2, 10, 23), store.SchedulerResult{})            // due today: not late
+	e.wantRun(day(2025, 2, 11, 0), store.SchedulerResult{Late: 1})      // a day past due
+	e.wantRun(day(2025, 2, 12, 0), store.SchedulerResult{})             // once
 	if e.notifications(b, lending.NotifInstallmentDue) != 1 || e.notifications(b, lending.NotifInstallmentLate) != 1 {
 		t.Fatal("due/late notifications")
 	}
@@ -127,6 +128,7 @@ func TestSchedulerDueLateDefault(t *testing.T) {
 		t.Fatalf("loan is %s", got.Status)
 	}
 	// The defaulted borrower pays in full: the investors get it and the loan closes.
+	e.deposit(b, 100_00)
 	before, _ := e.wallet(invs[0])
 	r, err = e.s.RepayLoan(e.ctx, b, l.ID, 349_58, key(), day(2025, 7, 12, 0))
 	if err != nil || r.Loan.Status != lending.LoanRepaid {
@@ -214,7 +216,7 @@ func TestSchedulerRunLoopUsesItsClockAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	var mu sync.Mutex
 	clock := t0
-	sc := &store.Scheduler{Store: e.s, Interval: 10 * time.Millisecond, Clock: func() time.Time {
+	sc := &store.Scheduler{Store: e.s, Interval: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler), Clock: func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
 		return clock
