@@ -71,6 +71,7 @@ func serve(ctx context.Context, cfg app.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
+	a.RunRealtime(ctx)
 	a.RunJobs(ctx)
 	log.Info("mutuo listening", "addr", ln.Addr().String(), "graphql", "/graphql", "env", cfg.Env)
 	return a.Serve(ctx, ln)

@@ -5,5 +5,7 @@ package main
 
 import (
 	_ "github.com/99designs/gqlgen"
+	_ "github.com/go-redis/redis_rate/v10"
 	_ "github.com/gorilla/websocket"
+	_ "github.com/prometheus/client_golang/prometheus"
 )

@@ -10,11 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql/handler"
-	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -23,7 +23,12 @@ import (
 	"mutuo/auth"
 	"mutuo/graph"
 	"mutuo/httpapi"
+	"mutuo/limits"
+	"mutuo/observe"
 	"mutuo/pix"
+	"mutuo/playground"
+	"mutuo/ratelimit"
+	"mutuo/realtime"
 	"mutuo/resolvers"
 	"mutuo/store"
 )
@@ -37,12 +42,19 @@ type App struct {
 	Store  *store.Store
 	Auth   *auth.Service
 
-	PSP pix.PSP
+	PSP     pix.PSP
+	Hub     *realtime.Hub
+	Relay   *realtime.Relay
+	Broker  *realtime.Broker
+	Metrics *observe.Metrics
+	Limiter *ratelimit.Limiter
+	WS      *realtime.WSTransport
 	// Now is the clock for everything time-driven (tests move it).
 	Now func() time.Time
 
-	handler  http.Handler
-	draining atomic.Bool
+	limiterRedis *redis.Client
+	handler      http.Handler
+	draining     atomic.Bool
 }
 
 // Options tune New for tests and tools.
@@ -66,6 +78,11 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		// pgx defaults to max(4, cores) connections, which serializes a busy
+		// instance on a small machine; DATABASE_URL's pool_max_conns wins
+		pcfg.MaxConns = 20
 	}
 	if opt.PoolConfig != nil {
 		opt.PoolConfig(pcfg)
@@ -96,6 +113,22 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 	if a.Now == nil {
 		a.Now = time.Now
 	}
+	a.Hub = realtime.NewHub()
+	a.Relay = &realtime.Relay{Store: a.Store, Redis: rdb, Prefix: cfg.RedisPrefix, Logger: log}
+	a.Broker = &realtime.Broker{Redis: rdb, Prefix: cfg.RedisPrefix, Hub: a.Hub, Store: a.Store, Logger: log}
+	a.Metrics = observe.NewMetrics(pool, rdb)
+	a.Metrics.Gauge("mutuo_subscriptions_active", "Hub subscriptions on this instance.", func() float64 { return float64(a.Hub.Subscribers()) })
+	a.Metrics.Gauge("mutuo_outbox_backlog", "Outbox rows not yet published.", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, err := a.Relay.Backlog(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	})
+	a.Metrics.Gauge("mutuo_outbox_last_publish_latency_seconds", "Commit-to-publish latency of the relay's last batch.",
+		func() float64 { return a.Relay.LastLatency().Seconds() })
 	if err := store.Migrate(ctx, pool); err != nil {
 		a.Close()
 		return nil, err
@@ -122,35 +155,91 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 			return nil, fmt.Errorf("ADMIN_EMAIL/ADMIN_PASSWORD: %w", err)
 		}
 	}
-	a.handler = a.routes()
+	a.WS, err = realtime.NewWSTransport(realtime.WSConfig{
+		Auth: a.Auth, Redis: rdb, Prefix: cfg.RedisPrefix,
+		AllowedOrigins: cfg.AllowedOrigins, AllowLocalhost: cfg.Env == Development,
+		MaxSocketsPerUser: cfg.WSMaxSocketsPerUser, Logger: log,
+		// fresh loaders for every operation on a socket
+		WithContext: func(ctx context.Context) context.Context {
+			return resolvers.WithLoaders(ctx, resolvers.NewLoaders(a.Store, cfg.LoaderWait))
+		},
+	})
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("websockets: %w", err)
+	}
+	a.Metrics.Gauge("mutuo_ws_sockets", "Open websockets on this instance.", func() float64 { return float64(a.WS.Stats().Sockets) })
+	a.Metrics.Gauge("mutuo_ws_operations", "Active websocket operations on this instance.", func() float64 { return float64(a.WS.Stats().Operations) })
+	a.limiterRedis = redis.NewClient(ratelimit.RedisOptions(ropt))
+	rlc := cfg.RateLimit
+	rlc.Redis, rlc.Prefix, rlc.Logger = a.limiterRedis, cfg.RedisPrefix, log
+	if a.Limiter, err = ratelimit.New(rlc); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("rate limits: %w", err)
+	}
+	if a.handler, err = a.routes(); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
-// GraphQLServer builds gqlgen's server with our transport, presenter and
-// recovery.
-func (a *App) GraphQLServer() *handler.Server {
-	es := graph.NewExecutableSchema(graph.Config{Resolvers: &resolvers.Resolver{Store: a.Store, Auth: a.Auth, PSP: a.PSP, Now: a.Now}})
-	srv := handler.New(es)
+// GraphQLServer builds gqlgen's server with our transport, presenter,
+// recovery, limits (depth, cost, aliases, …, persisted operations), rate
+// limits (charged by cost, after the limits), metrics and logs.
+func (a *App) GraphQLServer() (*handler.Server, error) {
+	r := &resolvers.Resolver{Store: a.Store, Auth: a.Auth, PSP: a.PSP, Now: a.Now, Hub: a.Hub, LoaderWait: a.Config.LoaderWait}
+	if a.Limiter != nil {
+		r.SignInGuard = signInGuard{a.Limiter}
+	}
+	srv := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: r}))
+	srv.AddTransport(a.WS)
 	srv.AddTransport(httpapi.Transport{MaxBodyBytes: httpapi.DefaultMaxBodyBytes})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetErrorPresenter(resolvers.ErrorPresenter(a.Log))
 	srv.SetRecoverFunc(resolvers.RecoverFunc(a.Log))
-	if a.Config.Env == Development {
-		srv.Use(extension.Introspection{})
+	lc := a.Config.Limits
+	lc.Logger = a.Log
+	if err := limits.Install(srv, lc, a.Redis, a.Config.RedisPrefix); err != nil {
+		return nil, fmt.Errorf("GraphQL limits: %w", err)
 	}
-	return srv
+	if a.Limiter != nil {
+		srv.Use(a.Limiter.Extension())
+	}
+	srv.Use(observe.Operations{Metrics: a.Metrics, Log: a.Log})
+	srv.Use(resolvers.SubscriptionLoaders{Store: a.Store, Wait: a.Config.LoaderWait})
+	return srv, nil
 }
 
-func (a *App) routes() http.Handler {
+func (a *App) routes() (http.Handler, error) {
 	mux := http.NewServeMux()
-	gql := a.Auth.Middleware(resolvers.LoaderMiddleware(a.Store, a.Config.LoaderWait, a.GraphQLServer()))
-	mux.Handle("/graphql", gql)
-	mux.Handle("/webhooks/pix", &httpapi.PixWebhook{Secret: a.Config.PixWebhookSecret, Store: a.Store, Clock: a.Now, Log: a.Log})
+	srv, err := a.GraphQLServer()
+	if err != nil {
+		return nil, err
+	}
+	m := a.Metrics
+	httpGQL := m.Middleware("/graphql", a.Limiter.Middleware(a.Auth.Middleware(resolvers.LoaderMiddleware(a.Store, a.Config.LoaderWait, srv))))
+	// websocket upgrades go straight to the server: the transport
+	// authenticates at connection_init and gives every operation its own
+	// loaders; the HTTP middlewares would time the socket's whole life
+	mux.Handle("/graphql", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.WS.Supports(r) {
+			srv.ServeHTTP(w, r)
+			return
+		}
+		httpGQL.ServeHTTP(w, r)
+	}))
+	mux.Handle("/webhooks/pix", m.Middleware("/webhooks/pix",
+		&httpapi.PixWebhook{Secret: a.Config.PixWebhookSecret, Store: a.Store, Clock: a.Now, Log: a.Log}))
+	mux.Handle("GET /metrics", m.Handler())
+	if a.Config.Playground {
+		mux.Handle("/", playground.Handler())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", a.ready)
-	return requestID(mux)
+	return requestID(mux), nil
 }
 
 // Handler is the instance's HTTP handler.
@@ -167,6 +256,12 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	if err := a.Redis.Ping(ctx).Err(); err != nil {
 		checks["redis"], status = "unreachable", http.StatusServiceUnavailable
 	}
+	if !a.Relay.Ready() {
+		checks["outbox_relay"], status = "not publishing", http.StatusServiceUnavailable
+	}
+	if !a.Broker.Ready() {
+		checks["realtime"], status = "not subscribed", http.StatusServiceUnavailable
+	}
 	if a.draining.Load() {
 		checks["instance"], status = "shutting down", http.StatusServiceUnavailable
 	}
@@ -175,6 +270,13 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 		s = "not ready"
 	}
 	writeJSON(w, status, map[string]any{"status": s, "checks": checks})
+}
+
+// RunRealtime runs the outbox relay (Postgres → Redis) and the broker (the
+// instance's one Redis subscription → the hub) until ctx ends.
+func (a *App) RunRealtime(ctx context.Context) {
+	go func() { _ = a.Relay.Run(ctx) }()
+	go func() { _ = a.Broker.Run(ctx) }()
 }
 
 // RunJobs runs the instance's background work until ctx ends: the loan
@@ -221,15 +323,34 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.draining.Store(true)
 	sctx, cancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout)
 	defer cancel()
+	// http.Server.Shutdown ignores hijacked connections: the websockets
+	// drain themselves (subscriptions end, in-flight operations finish,
+	// 1012 service restart) while HTTP requests finish
+	wsDone := make(chan error, 1)
+	go func() { wsDone <- a.WS.Shutdown(sctx) }()
 	err := srv.Shutdown(sctx)
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}
+	if e := <-wsDone; e != nil && err == nil {
+		err = fmt.Errorf("websockets: %w", e)
+	}
 	return err
 }
 
-// Close releases the pools.
+// Close releases the pools and ends every subscription.
 func (a *App) Close() {
+	if a.WS != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.WS.Shutdown(ctx)
+		cancel()
+	}
+	if a.Hub != nil {
+		a.Hub.Close()
+	}
+	if a.limiterRedis != nil {
+		_ = a.limiterRedis.Close()
+	}
 	a.Pool.Close()
 	_ = a.Redis.Close()
 }
@@ -247,7 +368,7 @@ func requestID(next http.Handler) http.Handler {
 			id = hex.EncodeToString(b)
 		}
 		w.Header().Set("X-Request-Id", id)
-		next.ServeHTTP(w, r.WithContext(resolvers.WithRequestID(r.Context(), id)))
+		next.ServeHTTP(w, r.WithContext(observe.WithRequestID(r.Context(), id)))
 	})
 }
 
@@ -264,4 +385,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// signInGuard adapts the rate limiter to resolvers.SignInGuard, taking the
+// client's address from the request context.
+type signInGuard struct{ l *ratelimit.Limiter }
+
+func (g signInGuard) BeforeSignIn(ctx context.Context, email string) error {
+	return g.l.BeforeSignIn(ctx, email, ratelimit.ClientIPFrom(ctx))
+}
+
+func (g signInGuard) AfterSignIn(ctx context.Context, email string, ok bool) {
+	g.l.AfterSignIn(ctx, email, ratelimit.ClientIPFrom(ctx), ok)
 }

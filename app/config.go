@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mutuo/limits"
+	"mutuo/ratelimit"
 )
 
 // Env is the deployment environment.
@@ -40,7 +43,17 @@ type Config struct {
 	AdminPassword    string
 	PixWebhookSecret []byte
 	LoaderWait       time.Duration
-	ShutdownTimeout  time.Duration
+	Playground       bool // GraphiQL at /
+	// AllowedOrigins (ALLOWED_ORIGINS, comma-separated scheme://host[:port])
+	// may open websockets from a browser; development also allows localhost.
+	AllowedOrigins []string
+	// WSMaxSocketsPerUser (WS_MAX_SOCKETS_PER_USER): 0 is the default (10),
+	// negative no limit.
+	WSMaxSocketsPerUser int
+	Limits              limits.Config
+	RateLimit           ratelimit.Config
+
+	ShutdownTimeout time.Duration
 }
 
 // ConfigFromEnv reads the configuration. getenv is os.Getenv in production
@@ -100,6 +113,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	c.DemoData = demo
+	if c.Limits, err = limits.FromEnv(getenv, prod); err != nil {
+		return c, err
+	}
+	if err := c.RateLimit.ApplyEnv(getenv); err != nil {
+		return c, err
+	}
 
 	if (c.AdminEmail == "") != (c.AdminPassword == "") {
 		return c, fmt.Errorf("ADMIN_EMAIL and ADMIN_PASSWORD must be set together")
@@ -119,8 +138,24 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		c.PixWebhookSecret = []byte("mutuo-dev-webhook-secret")
 	}
 
+	if c.Playground, err = boolVar(getenv, "PLAYGROUND", !prod); err != nil {
+		return c, err
+	}
 	if c.LoaderWait, err = durationVar(getenv, "LOADER_WAIT", 2*time.Millisecond); err != nil {
 		return c, err
+	}
+	for _, o := range strings.Split(getenv("ALLOWED_ORIGINS"), ",") {
+		if o = strings.TrimRight(strings.TrimSpace(o), "/"); o != "" {
+			if !strings.HasPrefix(o, "https://") && !strings.HasPrefix(o, "http://") {
+				return c, fmt.Errorf("ALLOWED_ORIGINS must list scheme://host[:port] origins, got %q", o)
+			}
+			c.AllowedOrigins = append(c.AllowedOrigins, o)
+		}
+	}
+	if v := strings.TrimSpace(getenv("WS_MAX_SOCKETS_PER_USER")); v != "" {
+		if c.WSMaxSocketsPerUser, err = strconv.Atoi(v); err != nil {
+			return c, fmt.Errorf("WS_MAX_SOCKETS_PER_USER must be an integer, got %q", v)
+		}
 	}
 	return c, nil
 }

@@ -19,7 +19,16 @@ func (r *mutationResolver) SignUp(ctx context.Context, input model.SignUpInput) 
 }
 
 func (r *mutationResolver) SignIn(ctx context.Context, email string, password string) (*model.AuthPayload, error) {
-	return payload(ctx)(r.Auth.SignIn(ctx, email, password))
+	if r.SignInGuard != nil {
+		if err := r.SignInGuard.BeforeSignIn(ctx, email); err != nil {
+			return nil, err
+		}
+	}
+	s, err := r.Auth.SignIn(ctx, email, password)
+	if r.SignInGuard != nil && (err == nil || lending.IsCode(err, lending.CodeUnauthenticated)) {
+		r.SignInGuard.AfterSignIn(ctx, email, err == nil)
+	}
+	return payload(ctx)(s, err)
 }
 
 func (r *mutationResolver) RefreshToken(ctx context.Context, refreshToken string) (*model.AuthPayload, error) {

@@ -11,21 +11,8 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"mutuo/lending"
+	"mutuo/observe"
 )
-
-type requestIDKey struct{}
-
-// WithRequestID returns ctx carrying the request id that INTERNAL errors and
-// logs name.
-func WithRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, id)
-}
-
-// RequestID returns the request id in ctx ("" if none).
-func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
-}
 
 // errInternal marks errors that already went through recovery.
 var errPanic = errors.New("panic in resolver")
@@ -49,7 +36,7 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 			gqlErr.Extensions = map[string]any{"code": string(lending.CodeBadUserInput)}
 			return gqlErr
 		}
-		id := RequestID(ctx)
+		id := observe.RequestID(ctx)
 		log.ErrorContext(ctx, "internal error", "request_id", id, "path", gqlErr.Path.String(), "err", err)
 		return &gqlerror.Error{
 			Message:    fmt.Sprintf("internal error (request id %s)", id),
@@ -64,7 +51,7 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 // the panic and its stack.
 func RecoverFunc(log *slog.Logger) graphql.RecoverFunc {
 	return func(ctx context.Context, p any) error {
-		log.ErrorContext(ctx, "panic", "request_id", RequestID(ctx), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		log.ErrorContext(ctx, "panic", "request_id", observe.RequestID(ctx), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return fmt.Errorf("%w: %v", errPanic, p)
 	}
 }

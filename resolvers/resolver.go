@@ -4,10 +4,12 @@
 package resolvers
 
 import (
+	"context"
 	"time"
 
 	"mutuo/auth"
 	"mutuo/pix"
+	"mutuo/realtime"
 	"mutuo/store"
 )
 
@@ -20,6 +22,27 @@ type Resolver struct {
 	DepositExpiry time.Duration
 	// Now is the clock (time.Now in production; tests move it).
 	Now func() time.Time
+	// Hub is the instance's realtime hub, which the subscriptions listen to.
+	Hub *realtime.Hub
+	// LoaderWait is how long a subscription's per-event loaders wait for
+	// sibling loads (as the request loaders do).
+	LoaderWait time.Duration
+	// SignInGuard limits sign-in attempts (the rate limiter); nil means none.
+	SignInGuard SignInGuard
+
+	// loanReads shares loanUpdated's re-reads among the subscribers of one
+	// loan (zero value ready).
+	loanReads sharedLoanReads
+}
+
+// SignInGuard limits sign-in attempts per email and client address.
+type SignInGuard interface {
+	// BeforeSignIn refuses an attempt with RATE_LIMITED (or INTERNAL when
+	// it cannot decide and fails closed).
+	// (The client's address comes from ctx.)
+	BeforeSignIn(ctx context.Context, email string) error
+	// AfterSignIn records an attempt's outcome.
+	AfterSignIn(ctx context.Context, email string, ok bool)
 }
 
 func (r *Resolver) now() time.Time {

@@ -252,9 +252,11 @@ func (s *Store) Invest(ctx context.Context, v lending.Viewer, loanID int64, amou
 	if !v.Has(lending.RoleInvestor) {
 		return nil, lending.Forbidden("only investors may invest")
 	}
-	if amount < lending.MinInvestment {
-		return nil, lending.BadInput("the minimum investment is %v, got %v", lending.MinInvestment, amount)
+	if amount <= 0 {
+		return nil, lending.BadInput("the amount must be positive, got %v", amount)
 	}
+	// the minimum (or the exact remainder, when less remains) is checked by
+	// lending.CheckInvestment under the loan's lock
 	hash := RequestHash(opInvest, loanID, amount)
 	var out *lending.Investment
 	err := s.inTx(ctx, func(tx pgx.Tx) error {

@@ -251,6 +251,15 @@ func installmentLate(ctx context.Context, tx pgx.Tx, loanID int64, number int, t
 	if err != nil {
 		return false, fmt.Errorf("installment %d of loan %d: %w", number, loanID, err)
 	}
+	// the loan changed (an installment is late): bump its version so
+	// loanUpdated subscribers, which skip versions they have sent, see it
+	tag, err := tx.Exec(ctx, `UPDATE loans SET version = version + 1, updated_at = $2 WHERE id = $1`, loanID, now)
+	if err != nil {
+		return false, fmt.Errorf("bump loan %d: %w", loanID, err)
+	}
+	if err := mustOne(tag, "bump loan version"); err != nil {
+		return false, err
+	}
 	if err := emitLoan(ctx, tx, loanID, loan.Status); err != nil {
 		return false, err
 	}

@@ -61,6 +61,9 @@ type SignUpInput struct {
 	MonthlyIncome *lending.Money `json:"monthlyIncome,omitempty"`
 }
 
+type Subscription struct {
+}
+
 type LoanOrderField string
 
 const (

@@ -1,0 +1,54 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// scrape returns the value of one series in /metrics (0 when absent).
+func scrape(t *testing.T, e *env, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(e.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+-]+)$`).FindSubmatch(b)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+func TestMetricsMoveWithOperations(t *testing.T) {
+	e := newEnv(t)
+	w := apiWorld(t, e)
+	ok := `mutuo_graphql_operations_total{operation="me",outcome="ok",type="query"}`
+	errs := `mutuo_graphql_errors_total{code="UNAUTHENTICATED",operation="me"}`
+	hist := `mutuo_graphql_operation_duration_seconds_count{operation="me",type="query"}`
+	httpReqs := `mutuo_http_requests_total{method="POST",route="/graphql",status="200"}`
+	before := []float64{scrape(t, e, ok), scrape(t, e, errs), scrape(t, e, hist), scrape(t, e, httpReqs)}
+	e.ok(w.tokens["inv1"], `{ me { name } }`, nil)
+	e.ok(w.tokens["inv1"], `{ me { name } }`, nil)
+	e.do("", `{ me { name } }`, nil)
+	after := []float64{scrape(t, e, ok), scrape(t, e, errs), scrape(t, e, hist), scrape(t, e, httpReqs)}
+	want := []float64{2, 1, 3, 3}
+	for i, name := range []string{ok, errs, hist, httpReqs} {
+		if after[i]-before[i] != want[i] {
+			t.Errorf("%s moved by %v, want %v", name, after[i]-before[i], want[i])
+		}
+	}
+	for _, s := range []string{"mutuo_pg_pool_max_conns", "mutuo_redis_pool_total_conns", "mutuo_outbox_backlog", "mutuo_subscriptions_active"} {
+		resp, _ := http.Get(e.URL + "/metrics")
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !regexp.MustCompile(`(?m)^` + s + ` `).Match(b) {
+			t.Errorf("/metrics has no %s", s)
+		}
+	}
+}

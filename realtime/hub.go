@@ -1,0 +1,239 @@
+// Package realtime moves committed events from the outbox to the
+// subscribers of every instance: the Relay publishes outbox rows to one
+// Redis channel, each instance's Broker holds one subscription to it and
+// hands every event to the instance's Hub, which fans it out by stream to
+// the local subscribers (the subscription resolvers, which re-read what
+// they send through the store).
+//
+// Delivery is at least once from the outbox to the Hub and at most once
+// from the Hub to a subscriber: the Hub drops an event it has already
+// dispatched (same outbox id), and a subscriber that cannot keep up is
+// dropped rather than slowing anyone else down.
+package realtime
+
+import (
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Event is one outbox event as it travels through Redis (JSON) and the Hub.
+// ID is the outbox row's id: unique, and increasing in commit order within a
+// stream whose writers serialize on a row lock (a wallet's, a loan's, a
+// chat's); streams written by unrelated transactions (a user's
+// notifications, a user's messages across chats) may see a smaller id
+// committed after a larger one.
+type Event struct {
+	ID        int64           `json:"id"`
+	Stream    string          `json:"stream"`
+	Topic     string          `json:"topic"`
+	Payload   json.RawMessage `json:"payload"`
+	CreatedAt time.Time       `json:"createdAt"`
+}
+
+// Why a Subscription's channel was closed (Subscription.Err).
+var (
+	// ErrLagged: the subscriber's buffer was full when an event arrived; the
+	// event was not delivered. The subscriber should resubscribe and re-read
+	// what it shows (or its transport should disconnect the client).
+	ErrLagged = errors.New("realtime: subscriber lagged behind and was dropped")
+	// ErrHubClosed: the Hub was closed (the instance is shutting down).
+	ErrHubClosed = errors.New("realtime: hub closed")
+	// ErrUnsubscribed: Close was called.
+	ErrUnsubscribed = errors.New("realtime: unsubscribed")
+)
+
+// DefaultBuffer is the per-subscriber buffer used when Subscribe is given 0.
+const DefaultBuffer = 16
+
+// dedupeWindow is how many recent event ids the Hub remembers to drop
+// repeats. A relay repeats at most one batch after a failed publish and a
+// broker re-reads a bounded margin after a reconnect; both are far smaller.
+const dedupeWindow = 8192
+
+// Hub fans events out to local subscribers by stream. It never blocks on a
+// subscriber: each has a bounded buffer, and one whose buffer is full is
+// dropped (its channel closed, Err ErrLagged). It is safe for concurrent
+// use; its zero value is not: use NewHub.
+type Hub struct {
+	mu      sync.Mutex
+	streams map[string]map[*Subscription]struct{}
+	seen    idWindow
+	closed  bool
+	subs    int
+	stats   HubStats
+}
+
+// HubStats are the Hub's counters since it was made.
+type HubStats struct {
+	Delivered  int64 // events put in a subscriber's buffer
+	Duplicates int64 // events dropped as already dispatched
+	Lagged     int64 // subscribers dropped for a full buffer
+}
+
+// NewHub makes an empty Hub.
+func NewHub() *Hub {
+	return &Hub{streams: map[string]map[*Subscription]struct{}{}, seen: newIDWindow(dedupeWindow)}
+}
+
+// Subscription is one subscriber's view of one stream. C delivers its
+// events in the order the Hub received them; it is closed when the
+// subscription ends, and Err then tells why.
+type Subscription struct {
+	C <-chan Event
+
+	c      chan Event
+	hub    *Hub
+	stream string
+	err    error // guarded by hub.mu; set once, when c is closed
+}
+
+// Subscribe starts a subscription to stream with a buffer of buf events
+// (DefaultBuffer when buf <= 0). Events dispatched before it returns are not
+// delivered to it. On a closed Hub the subscription is returned already
+// closed (Err ErrHubClosed).
+func (h *Hub) Subscribe(stream string, buf int) *Subscription {
+	if buf <= 0 {
+		buf = DefaultBuffer
+	}
+	c := make(chan Event, buf)
+	s := &Subscription{C: c, c: c, hub: h, stream: stream}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		s.err = ErrHubClosed
+		close(c)
+		return s
+	}
+	m := h.streams[stream]
+	if m == nil {
+		m = map[*Subscription]struct{}{}
+		h.streams[stream] = m
+	}
+	m[s] = struct{}{}
+	h.subs++
+	return s
+}
+
+// Stream is the subscription's stream.
+func (s *Subscription) Stream() string { return s.stream }
+
+// Close ends the subscription and closes C (if it is not closed yet). It
+// is idempotent and safe to call concurrently with dispatch.
+func (s *Subscription) Close() {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.drop(s, ErrUnsubscribed)
+}
+
+// Err tells why C was closed: ErrLagged, ErrHubClosed or ErrUnsubscribed;
+// nil while it is open.
+func (s *Subscription) Err() error {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.err
+}
+
+// drop removes s and closes its channel with reason; h.mu is held.
+func (h *Hub) drop(s *Subscription, reason error) {
+	if s.err != nil {
+		return
+	}
+	s.err = reason
+	close(s.c)
+	if m := h.streams[s.stream]; m != nil {
+		delete(m, s)
+		if len(m) == 0 {
+			delete(h.streams, s.stream)
+		}
+	}
+	h.subs--
+}
+
+// Publish dispatches e to the subscribers of e.Stream, unless an event with
+// the same id was dispatched recently (a repeat of at-least-once delivery).
+// It never blocks: a subscriber whose buffer is full is dropped with
+// ErrLagged. It reports whether e was new.
+func (h *Hub) Publish(e Event) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	if !h.seen.add(e.ID) {
+		h.stats.Duplicates++
+		return false
+	}
+	for s := range h.streams[e.Stream] {
+		select {
+		case s.c <- e:
+			h.stats.Delivered++
+		default:
+			h.stats.Lagged++
+			h.drop(s, ErrLagged)
+		}
+	}
+	return true
+}
+
+// Subscribers counts the open subscriptions.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.subs
+}
+
+// Stats returns the Hub's counters.
+func (h *Hub) Stats() HubStats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stats
+}
+
+// Close ends every subscription (Err ErrHubClosed) and refuses new ones.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	for _, m := range h.streams {
+		for s := range m {
+			h.drop(s, ErrHubClosed)
+		}
+	}
+}
+
+// idWindow remembers the last n ids added (first in, first out).
+type idWindow struct {
+	ring []int64
+	next int
+	full bool
+	set  map[int64]struct{}
+}
+
+func newIDWindow(n int) idWindow {
+	return idWindow{ring: make([]int64, n), set: make(map[int64]struct{}, n)}
+}
+
+// add records id and reports whether it was new to the window. An id too
+// old to be in the window counts as new: the Hub prefers a rare repeat
+// (which subscribers drop anyway) to a lost event.
+func (w *idWindow) add(id int64) bool {
+	if _, ok := w.set[id]; ok {
+		return false
+	}
+	if w.full {
+		delete(w.set, w.ring[w.next])
+	}
+	w.ring[w.next] = id
+	w.set[id] = struct{}{}
+	w.next++
+	if w.next == len(w.ring) {
+		w.next, w.full = 0, true
+	}
+	return true
+}

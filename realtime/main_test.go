@@ -1,0 +1,9 @@
+package realtime_test
+
+import (
+	"testing"
+
+	"mutuo/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }

@@ -1,0 +1,1222 @@
+package realtime
+
+// The websocket transport: GraphQL over websockets at /graphql, on
+// gorilla/websocket, driving gqlgen's executor. It speaks graphql-transport-ws
+// (https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md) and the
+// legacy graphql-ws subprotocol of subscriptions-transport-ws (ws_legacy.go).
+//
+// Per socket there are two goroutines (the HTTP handler's, which reads, and a
+// writer) plus one per active operation; all of them end before Do returns.
+// Per instance there is one maintenance goroutine (revocation checks and the
+// per-user socket heartbeat, ws_limits.go), running only while the instance
+// holds sockets.
+//
+// Close codes (WSClose*):
+//
+//	4400 <reason>                            malformed JSON, not an object, unknown or server-only type,
+//	                                         missing/invalid id or payload, binary frame (graphql-transport-ws)
+//	4401 Unauthorized                        subscribe before connection_ack
+//	4403 Forbidden                           no token, bad token, token expired (at its exp, timer) or
+//	                                         signed out (checked every RevocationInterval)
+//	4406 Subprotocol not acceptable          the client offered neither subprotocol
+//	4408 Connection initialisation timeout   no acknowledged connection_init within InitTimeout
+//	4409 Subscriber for <id> already exists  subscribe with the id of an active operation
+//	4429 Too many initialisation requests    a second connection_init
+//	4008 Slow consumer                       the send queue (SendQueue messages) is full
+//	1008 Too many sockets for this user      MaxSocketsPerUser sockets already open (all instances)
+//	1009 (no reason)                         a message over ReadLimit (gorilla/websocket's close)
+//	1012 service restart                     Shutdown
+//	1013 Try again later                     authentication or the socket count could not be checked
+//	                                         (Redis unavailable); clients should retry
+//	1000                                     legacy connection_terminate
+//
+// A dead peer (no frame of any kind, data or pong, for two PingIntervals) is
+// dropped without a close frame (recorded as 1006).
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"mutuo/auth"
+	"mutuo/lending"
+)
+
+// Subprotocols served, in order of preference.
+const (
+	SubprotocolGraphQLTransportWS = "graphql-transport-ws"
+	SubprotocolGraphQLWS          = "graphql-ws" // legacy subscriptions-transport-ws
+)
+
+// Close codes the transport sends (see the comment at the top of ws.go).
+const (
+	WSCloseNormal                   = websocket.CloseNormalClosure   // 1000
+	WSCloseTooManySockets           = websocket.ClosePolicyViolation // 1008
+	WSCloseMessageTooBig            = websocket.CloseMessageTooBig   // 1009
+	WSCloseServiceRestart           = websocket.CloseServiceRestart  // 1012
+	WSCloseTryAgainLater            = websocket.CloseTryAgainLater   // 1013
+	WSCloseSlowConsumer             = 4008
+	WSCloseBadRequest               = 4400
+	WSCloseUnauthorized             = 4401
+	WSCloseForbidden                = 4403
+	WSCloseSubprotocolNotAcceptable = 4406
+	WSCloseInitTimeout              = 4408
+	WSCloseSubscriberExists         = 4409
+	WSCloseTooManyInit              = 4429
+
+	// wsCloseDeadPeer is recorded (never sent) when a peer stops answering.
+	wsCloseDeadPeer = websocket.CloseAbnormalClosure // 1006
+)
+
+// Defaults for WSConfig.
+const (
+	DefaultWSInitTimeout        = 10 * time.Second
+	DefaultWSPingInterval       = 15 * time.Second
+	DefaultWSWriteTimeout       = 10 * time.Second
+	DefaultWSMaxOperations      = 100
+	DefaultWSMaxSocketsPerUser  = 10
+	DefaultWSReadLimit          = 64 << 10
+	DefaultWSSendQueue          = 256
+	DefaultWSRevocationInterval = 2 * time.Second
+	DefaultWSHeartbeatInterval  = 10 * time.Second
+)
+
+// wsCloseGrace is how long a socket waits for the peer's close frame after
+// sending its own before dropping the TCP connection.
+const wsCloseGrace = time.Second
+
+// WSAuthenticator verifies access tokens for sockets; *auth.Service
+// implements it.
+type WSAuthenticator interface {
+	// Authenticate verifies an access token: an UNAUTHENTICATED error when it
+	// does not authenticate, any other error when it cannot be checked.
+	Authenticate(ctx context.Context, token string) (lending.Viewer, *auth.Claims, error)
+	// RevokedTokens reports which of the access-token ids have been signed
+	// out; an error when that cannot be checked.
+	RevokedTokens(ctx context.Context, jtis []string) (map[string]bool, error)
+}
+
+// WSConfig configures a WSTransport. Zero durations and sizes mean the
+// defaults above.
+type WSConfig struct {
+	// Auth verifies tokens at connection_init and reports sign-outs. Required.
+	Auth WSAuthenticator
+	// Redis holds the per-user socket sets (key Prefix+"ws:sockets:<user id>"),
+	// shared by every instance. Required unless MaxSocketsPerUser < 0.
+	Redis  redis.UniversalClient
+	Prefix string
+	// AllowedOrigins are the browser origins ("https://app.mutuo.com.br",
+	// scheme://host[:port], compared without case) allowed to open sockets.
+	// A request without an Origin header (a non-browser client) is allowed;
+	// any other origin gets 403 before the upgrade.
+	AllowedOrigins []string
+	// AllowLocalhost also allows http(s)://localhost, 127.0.0.1 and [::1] on
+	// any port (development).
+	AllowLocalhost bool
+	// InitTimeout bounds the time from the upgrade to connection_ack.
+	InitTimeout time.Duration
+	// PingInterval is the period of the server's pings (a protocol ping, or
+	// "ka" in the legacy protocol, and a websocket ping frame); a peer from
+	// which nothing arrives for two intervals is dropped.
+	PingInterval time.Duration
+	// WriteTimeout bounds each write to the socket.
+	WriteTimeout time.Duration
+	// MaxOperationsPerSocket bounds the active operations of one socket; a
+	// subscribe beyond it gets an error message (RATE_LIMITED), the socket
+	// stays open.
+	MaxOperationsPerSocket int
+	// MaxSocketsPerUser bounds one user's sockets across all instances
+	// (0: the default; negative: no limit).
+	MaxSocketsPerUser int
+	// ReadLimit is the largest message accepted from a client, in bytes.
+	ReadLimit int64
+	// SendQueue is the number of messages queued for a socket before it is
+	// closed as a slow consumer (4008).
+	SendQueue int
+	// RevocationInterval is how often the instance checks its sockets'
+	// tokens against the denylist (one pipelined Redis round trip per check).
+	RevocationInterval time.Duration
+	// HeartbeatInterval is how often the instance refreshes its sockets in
+	// the per-user sets; an entry not refreshed for three intervals (a
+	// crashed instance's) no longer counts.
+	HeartbeatInterval time.Duration
+	// WithContext, when set, prepares each operation's context (the app adds
+	// fresh dataloaders). The context already carries the viewer
+	// (lending.ViewerFrom) and the token's claims (auth.ClaimsFrom).
+	WithContext func(ctx context.Context) context.Context
+	// OnClose, when set, is called once per socket when it has ended, with
+	// the close code sent or received (1006 for a dropped peer).
+	OnClose func(code int, reason string)
+	// Logger gets protocol and auth failures (slog.Default() when nil).
+	Logger *slog.Logger
+	// Now is the clock for token expiry (time.Now when nil).
+	Now func() time.Time
+}
+
+// WSStats are a transport's current figures.
+type WSStats struct {
+	Sockets    int64 // open (upgraded) sockets
+	Operations int64 // active operations on them
+}
+
+// WSTransport is gqlgen's transport for websocket upgrade requests. It
+// refuses foreign origins (403) and upgrades while shutting down (503) before
+// upgrading; see the comment at the top of ws.go for the protocol and close
+// codes.
+type WSTransport struct {
+	cfg      WSConfig
+	log      *slog.Logger
+	now      func() time.Time
+	origins  map[string]bool
+	upgrader websocket.Upgrader
+
+	mu       sync.Mutex
+	conns    map[*wsConn]struct{}
+	draining bool
+	loopStop context.CancelFunc
+	loopDone chan struct{}
+	wg       sync.WaitGroup // one per registered socket
+
+	sockets atomic.Int64
+	ops     atomic.Int64
+}
+
+var _ graphql.Transport = (*WSTransport)(nil)
+
+// NewWSTransport returns a transport for cfg; it fails when a required field
+// is missing or a value is out of range.
+func NewWSTransport(cfg WSConfig) (*WSTransport, error) {
+	switch {
+	case cfg.Auth == nil:
+		return nil, errors.New("realtime: WSConfig.Auth is required")
+	case cfg.Redis == nil && cfg.MaxSocketsPerUser >= 0:
+		return nil, errors.New("realtime: WSConfig.Redis is required to count sockets per user")
+	case cfg.InitTimeout < 0 || cfg.PingInterval < 0 || cfg.WriteTimeout < 0 || cfg.RevocationInterval < 0 ||
+		cfg.HeartbeatInterval < 0 || cfg.MaxOperationsPerSocket < 0 || cfg.ReadLimit < 0 || cfg.SendQueue < 0:
+		return nil, errors.New("realtime: WSConfig durations and sizes must not be negative")
+	case cfg.RevocationInterval > 4*time.Second:
+		return nil, errors.New("realtime: WSConfig.RevocationInterval must be at most 4s (sign-out closes sockets within 5s)")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.InitTimeout, DefaultWSInitTimeout)
+	def(&cfg.PingInterval, DefaultWSPingInterval)
+	def(&cfg.WriteTimeout, DefaultWSWriteTimeout)
+	def(&cfg.RevocationInterval, DefaultWSRevocationInterval)
+	def(&cfg.HeartbeatInterval, DefaultWSHeartbeatInterval)
+	if cfg.MaxOperationsPerSocket == 0 {
+		cfg.MaxOperationsPerSocket = DefaultWSMaxOperations
+	}
+	if cfg.MaxSocketsPerUser == 0 {
+		cfg.MaxSocketsPerUser = DefaultWSMaxSocketsPerUser
+	}
+	if cfg.ReadLimit == 0 {
+		cfg.ReadLimit = DefaultWSReadLimit
+	}
+	if cfg.SendQueue == 0 {
+		cfg.SendQueue = DefaultWSSendQueue
+	}
+	t := &WSTransport{cfg: cfg, log: cfg.Logger, now: cfg.Now, origins: map[string]bool{}, conns: map[*wsConn]struct{}{}}
+	if t.log == nil {
+		t.log = slog.Default()
+	}
+	if t.now == nil {
+		t.now = time.Now
+	}
+	for _, o := range cfg.AllowedOrigins {
+		o = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
+		if o != "" {
+			t.origins[o] = true
+		}
+	}
+	t.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		Subprotocols:     []string{SubprotocolGraphQLTransportWS, SubprotocolGraphQLWS},
+		// Write buffers are only held while writing: idle sockets cost less.
+		WriteBufferPool: &sync.Pool{},
+		// The origin is checked (and refused with 403) before Upgrade.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			wsHTTPError(w, status, "websocket upgrade failed: "+reason.Error(), lending.CodeBadUserInput)
+		},
+	}
+	return t, nil
+}
+
+// Supports takes websocket upgrade requests (Upgrade: websocket).
+func (t *WSTransport) Supports(r *http.Request) bool {
+	for _, v := range r.Header.Values("Upgrade") {
+		for _, p := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), "websocket") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Stats returns the current number of sockets and operations.
+func (t *WSTransport) Stats() WSStats {
+	return WSStats{Sockets: t.sockets.Load(), Operations: t.ops.Load()}
+}
+
+// Do upgrades the request and serves the socket until it closes.
+func (t *WSTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
+	if !t.originAllowed(r) {
+		t.log.DebugContext(r.Context(), "ws: origin refused", "origin", r.Header.Get("Origin"))
+		wsHTTPError(w, http.StatusForbidden, "origin not allowed", lending.CodeForbidden)
+		return
+	}
+	c := t.newConn(r, exec)
+	if !t.register(c) {
+		w.Header().Set("Retry-After", "1")
+		wsHTTPError(w, http.StatusServiceUnavailable, "the server is restarting: try again", lending.CodeInternal)
+		return
+	}
+	defer t.unregister(c)
+	ws, err := t.upgrader.Upgrade(wsHijacker(w), r, nil)
+	if err != nil {
+		c.cancel()
+		return // the upgrader answered
+	}
+	c.mu.Lock()
+	c.ws = ws
+	c.mu.Unlock()
+	t.sockets.Add(1)
+	defer t.sockets.Add(-1)
+	c.serve()
+}
+
+// wsHijacker finds the http.Hijacker under middleware wrappers that expose
+// the writer they wrap with Unwrap (as http.ResponseController expects):
+// gorilla/websocket only asserts the interface on the writer it is given.
+func wsHijacker(w http.ResponseWriter) http.ResponseWriter {
+	for inner := w; ; {
+		if _, ok := inner.(http.Hijacker); ok {
+			return inner
+		}
+		u, ok := inner.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		inner = u.Unwrap()
+	}
+}
+
+func (t *WSTransport) originAllowed(r *http.Request) bool {
+	values := r.Header.Values("Origin")
+	if len(values) == 0 {
+		return true
+	}
+	if len(values) > 1 {
+		return false
+	}
+	scheme, host, ok := strings.Cut(strings.ToLower(strings.TrimSpace(values[0])), "://")
+	if !ok || host == "" || strings.ContainsAny(host, "/?#@ ") {
+		return false // includes "null"
+	}
+	if t.origins[scheme+"://"+host] {
+		return true
+	}
+	if t.cfg.AllowLocalhost && (scheme == "http" || scheme == "https") {
+		name := host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			name = h
+		}
+		switch strings.Trim(name, "[]") {
+		case "localhost", "127.0.0.1", "::1":
+			return true
+		}
+	}
+	return false
+}
+
+// register adds c unless the transport is draining.
+func (t *WSTransport) register(c *wsConn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.draining {
+		return false
+	}
+	t.conns[c] = struct{}{}
+	t.wg.Add(1)
+	if t.loopStop == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.loopStop, t.loopDone = cancel, make(chan struct{})
+		go t.maintain(ctx, t.loopDone)
+	}
+	return true
+}
+
+// unregister removes c; the maintenance goroutine ends with the last socket.
+func (t *WSTransport) unregister(c *wsConn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	var stop context.CancelFunc
+	var done chan struct{}
+	if len(t.conns) == 0 && t.loopStop != nil {
+		stop, done = t.loopStop, t.loopDone
+		t.loopStop, t.loopDone = nil, nil
+	}
+	t.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	t.wg.Done()
+}
+
+func (t *WSTransport) snapshot() []*wsConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*wsConn, 0, len(t.conns))
+	for c := range t.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Shutdown stops accepting upgrades (503 from now on), ends every
+// subscription, lets queries and mutations in flight finish, sends their
+// results, closes every socket with 1012 (service restart) and waits until
+// every socket's goroutines have ended. When ctx ends first it drops the
+// remaining connections and returns ctx's error.
+func (t *WSTransport) Shutdown(ctx context.Context) error {
+	t.mu.Lock()
+	t.draining = true
+	t.mu.Unlock()
+	conns := t.snapshot()
+	for _, c := range conns {
+		go c.drain(ctx)
+	}
+	done := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	for _, c := range t.snapshot() {
+		c.forceClose()
+	}
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.log.Error("ws: sockets still running after shutdown", "sockets", t.sockets.Load())
+	}
+	return ctx.Err()
+}
+
+// wsConn is one socket.
+type wsConn struct {
+	t       *WSTransport
+	exec    graphql.GraphExecutor
+	headers http.Header
+	id      string // the socket's member in the per-user set
+	proto   wsProtocol
+
+	ctx    context.Context // the socket's; cancelled when it starts closing
+	cancel context.CancelFunc
+
+	// The send queue: a slice (nil when empty, so an idle socket holds no
+	// buffer) bounded by SendQueue, and a wake-up for the writer.
+	qmu        sync.Mutex
+	queue      [][]byte
+	wake       chan struct{}
+	closing    chan struct{} // closed by closeWith
+	closeOnce  sync.Once
+	closeCode  int
+	reason     string
+	closeFlush bool // write what is queued before the close frame
+	closeFrame bool // send a close frame
+	readerDone chan struct{}
+	writerDone chan struct{}
+
+	// reader-owned
+	initSeen  bool
+	opBase    context.Context
+	viewer    lending.Viewer
+	initTimer *time.Timer
+	expTimer  *time.Timer
+
+	acked  atomic.Bool
+	expiry atomic.Int64 // token exp in Unix ns; 0 before authentication
+	authn  atomic.Pointer[wsAuthState]
+
+	mu       sync.Mutex
+	ws       *websocket.Conn
+	ops      map[string]*wsOp
+	opsWG    sync.WaitGroup
+	draining bool
+}
+
+// wsAuthState is what the maintenance goroutine needs of an authenticated
+// socket.
+type wsAuthState struct {
+	jti     string
+	slotKey string // "" when sockets per user are not counted
+}
+
+// wsOp is one active operation.
+type wsOp struct {
+	id     string
+	cancel context.CancelFunc
+	sub    bool // a subscription (set once parsed, under wsConn.mu)
+}
+
+// wsProtocol is what differs between the two subprotocols.
+type wsProtocol interface {
+	// handle processes one text message (reader goroutine).
+	handle(c *wsConn, data []byte)
+	// handleBinary processes a binary message.
+	handleBinary(c *wsConn)
+	// keepAlive is the message written every PingInterval once acknowledged.
+	keepAlive() []byte
+	next(id string, resp *graphql.Response) []byte
+	// opError are the messages for an operation that failed as a whole.
+	opError(id string, errs gqlerror.List) [][]byte
+	complete(id string) []byte
+}
+
+func (t *WSTransport) newConn(r *http.Request, exec graphql.GraphExecutor) *wsConn {
+	ctx, cancel := context.WithCancel(r.Context())
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return &wsConn{
+		t: t, exec: exec, headers: r.Header, id: hex.EncodeToString(b),
+		ctx: ctx, cancel: cancel,
+		wake:       make(chan struct{}, 1),
+		closing:    make(chan struct{}),
+		readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}),
+		ops:        map[string]*wsOp{},
+	}
+}
+
+// serve runs the socket: this goroutine reads; a second one writes.
+func (c *wsConn) serve() {
+	switch c.ws.Subprotocol() {
+	case SubprotocolGraphQLWS:
+		c.proto = wsLegacy{}
+	case SubprotocolGraphQLTransportWS:
+		c.proto = wsTransport{}
+	default:
+		c.proto = wsTransport{}
+		c.closeWith(WSCloseSubprotocolNotAcceptable, "Subprotocol not acceptable", false)
+	}
+	c.ws.SetReadLimit(c.t.cfg.ReadLimit)
+	c.ws.SetPongHandler(func(string) error { c.alive(); return nil })
+	c.ws.SetPingHandler(func(data string) error {
+		c.alive()
+		if c.expired() {
+			return nil
+		}
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		var ne net.Error
+		if err == nil || errors.Is(err, websocket.ErrCloseSent) || (errors.As(err, &ne) && ne.Timeout()) {
+			return nil
+		}
+		return err
+	})
+	c.alive()
+	go c.writeLoop()
+	c.initTimer = time.AfterFunc(c.t.cfg.InitTimeout, func() {
+		if !c.acked.Load() {
+			c.closeWith(WSCloseInitTimeout, "Connection initialisation timeout", false)
+		}
+	})
+
+	code, reason := c.readLoop()
+
+	close(c.readerDone)
+	if code == WSCloseMessageTooBig {
+		// gorilla has sent 1009; discard what the peer is still sending for a
+		// moment so that closing does not reset the connection (and lose the
+		// close frame) with unread data
+		nc := c.ws.NetConn()
+		_ = nc.SetReadDeadline(time.Now().Add(wsCloseGrace))
+		_, _ = io.Copy(io.Discard, nc)
+	}
+	c.closeFromReader(code, reason) // no-op when closing already
+	_ = c.ws.Close()                // a writer stuck in a write gives up
+	<-c.writerDone
+	c.initTimer.Stop()
+	if c.expTimer != nil {
+		c.expTimer.Stop()
+	}
+	c.opsWG.Wait()
+	c.releaseSlot()
+	if c.t.cfg.OnClose != nil {
+		c.t.cfg.OnClose(c.closeCode, c.reason)
+	}
+}
+
+// readLoop reads until the connection fails or the peer closes it, and
+// returns the close code that describes why.
+func (c *wsConn) readLoop() (int, string) {
+	for {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			var ne net.Error
+			switch {
+			case errors.As(err, &ce):
+				return ce.Code, ce.Text
+			case errors.Is(err, websocket.ErrReadLimit):
+				return WSCloseMessageTooBig, "" // gorilla sent the close frame
+			case errors.As(err, &ne) && ne.Timeout():
+				return wsCloseDeadPeer, "ping timeout"
+			default:
+				return wsCloseDeadPeer, "connection lost"
+			}
+		}
+		c.alive()
+		if c.isClosing() {
+			continue // draining the peer until its close frame
+		}
+		if mt != websocket.TextMessage {
+			c.proto.handleBinary(c)
+			continue
+		}
+		c.proto.handle(c, data)
+	}
+}
+
+// alive pushes the read deadline two ping intervals ahead (reader goroutine).
+func (c *wsConn) alive() {
+	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.t.cfg.PingInterval))
+}
+
+func (c *wsConn) isClosing() bool {
+	select {
+	case <-c.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// expired reports whether the socket's token has expired: nothing may be
+// sent from then on.
+func (c *wsConn) expired() bool {
+	exp := c.expiry.Load()
+	return exp != 0 && !c.t.now().Before(time.Unix(0, exp))
+}
+
+// closeWith starts closing the socket with code (the first call wins):
+// operations are cancelled at once; the writer then sends what is queued
+// (flush), the close frame, waits briefly for the peer's, and drops the
+// connection. Safe from any goroutine.
+func (c *wsConn) closeWith(code int, reason string, flush bool) {
+	c.closeOnce.Do(func() {
+		if len(reason) > 123 { // a close frame's reason is at most 123 bytes
+			reason = reason[:123]
+			for !utf8.ValidString(reason) {
+				reason = reason[:len(reason)-1]
+			}
+		}
+		c.closeCode, c.reason, c.closeFlush = code, reason, flush
+		c.closeFrame = code != wsCloseDeadPeer
+		c.cancel()
+		close(c.closing)
+	})
+}
+
+// closeFromReader marks a close that the read side saw first: the peer's
+// close frame (gorilla answered it), a message over the read limit (gorilla
+// sent 1009) or a lost peer. No close frame is sent.
+func (c *wsConn) closeFromReader(code int, reason string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.reason = code, reason
+		c.cancel()
+		close(c.closing)
+	})
+}
+
+// forceClose drops the TCP connection (Shutdown past its deadline).
+func (c *wsConn) forceClose() {
+	c.closeWith(WSCloseServiceRestart, "service restart", false)
+	c.mu.Lock()
+	ws := c.ws
+	c.mu.Unlock()
+	if ws != nil {
+		_ = ws.NetConn().Close()
+	}
+}
+
+// drain ends the socket for Shutdown: subscriptions at once, queries and
+// mutations once they finish (or ctx ends), then 1012.
+func (c *wsConn) drain(ctx context.Context) {
+	c.mu.Lock()
+	c.draining = true
+	for _, op := range c.ops {
+		if op.sub {
+			op.cancel()
+		}
+	}
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		c.opsWG.Wait() // no Add after draining is set
+		close(done)
+	}()
+	select {
+	case <-done:
+		c.closeWith(WSCloseServiceRestart, "service restart", true)
+	case <-ctx.Done():
+		c.closeWith(WSCloseServiceRestart, "service restart", false)
+	case <-c.closing:
+	}
+}
+
+// writeLoop writes queued messages and pings until the socket closes.
+func (c *wsConn) writeLoop() {
+	defer close(c.writerDone)
+	tick := time.NewTicker(c.t.cfg.PingInterval)
+	defer tick.Stop()
+	for {
+		if c.isClosing() {
+			c.finishClose()
+			return
+		}
+		select {
+		case <-c.closing:
+		case <-c.wake:
+			for !c.isClosing() {
+				m, ok := c.dequeue()
+				if !ok {
+					break
+				}
+				if err := c.write(m); err != nil {
+					c.closeWith(wsCloseDeadPeer, "write failed", false)
+				}
+			}
+		case <-tick.C:
+			if c.acked.Load() {
+				if ka := c.proto.keepAlive(); ka != nil {
+					if err := c.write(ka); err != nil {
+						c.closeWith(wsCloseDeadPeer, "write failed", false)
+						continue
+					}
+				}
+			}
+			if !c.expired() {
+				if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.t.cfg.WriteTimeout)); err != nil {
+					c.closeWith(wsCloseDeadPeer, "write failed", false)
+				}
+			}
+		}
+	}
+}
+
+var errExpired = errors.New("token expired")
+
+// write sends one message unless the token has expired (then it closes 4403).
+func (c *wsConn) write(m []byte) error {
+	if c.expired() {
+		c.closeWith(WSCloseForbidden, "Forbidden", false)
+		return errExpired
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.t.cfg.WriteTimeout))
+	return c.ws.WriteMessage(websocket.TextMessage, m)
+}
+
+// finishClose (writer) sends what must still be sent and the close frame,
+// waits for the reader to see the peer's close, and drops the connection.
+func (c *wsConn) finishClose() {
+	if c.closeFlush {
+		for {
+			m, ok := c.dequeue()
+			if !ok || c.write(m) != nil {
+				break
+			}
+		}
+	}
+	if c.closeFrame {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.reason), time.Now().Add(time.Second))
+		select {
+		case <-c.readerDone:
+		case <-time.After(wsCloseGrace):
+		}
+	}
+	_ = c.ws.Close()
+}
+
+// enqueue queues m for the writer; a full queue closes the socket as a slow
+// consumer. It never blocks.
+func (c *wsConn) enqueue(m []byte) bool {
+	if c.isClosing() {
+		return false
+	}
+	c.qmu.Lock()
+	if len(c.queue) >= c.t.cfg.SendQueue {
+		c.qmu.Unlock()
+		c.t.log.Warn("ws: slow consumer disconnected", "queue", c.t.cfg.SendQueue)
+		c.closeWith(WSCloseSlowConsumer, "Slow consumer", false)
+		return false
+	}
+	c.queue = append(c.queue, m)
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// dequeue takes the oldest queued message (writer).
+func (c *wsConn) dequeue() ([]byte, bool) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if len(c.queue) == 0 {
+		return nil, false
+	}
+	m := c.queue[0]
+	c.queue[0] = nil
+	c.queue = c.queue[1:]
+	if len(c.queue) == 0 {
+		c.queue = nil
+	}
+	return m, true
+}
+
+// sendOp queues msgs for op while it is active (not completed by the
+// client, not replaced).
+func (c *wsConn) sendOp(op *wsOp, msgs ...[]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ops[op.id] != op {
+		return false
+	}
+	for _, m := range msgs {
+		if !c.enqueue(m) {
+			return false
+		}
+	}
+	return true
+}
+
+// finishOp ends op, queueing its last msgs if it is still active.
+func (c *wsConn) finishOp(op *wsOp, msgs ...[]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ops[op.id] != op {
+		return
+	}
+	delete(c.ops, op.id)
+	c.t.ops.Add(-1)
+	for _, m := range msgs {
+		if !c.enqueue(m) {
+			return
+		}
+	}
+}
+
+// stopOp ends the operation id at the client's request: nothing more is
+// sent for it.
+func (c *wsConn) stopOp(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if op := c.ops[id]; op != nil {
+		delete(c.ops, id)
+		c.t.ops.Add(-1)
+		op.cancel()
+	}
+}
+
+// startOp starts operation id. With replace (legacy) an active operation
+// with the same id is stopped first; without, it reports a duplicate.
+func (c *wsConn) startOp(id string, params *graphql.RawParams, replace bool) (duplicate bool) {
+	c.mu.Lock()
+	if c.draining {
+		c.mu.Unlock()
+		return false // the socket is about to close with 1012
+	}
+	if old := c.ops[id]; old != nil {
+		if !replace {
+			c.mu.Unlock()
+			return true
+		}
+		delete(c.ops, id)
+		c.t.ops.Add(-1)
+		old.cancel()
+	}
+	if len(c.ops) >= c.t.cfg.MaxOperationsPerSocket {
+		c.mu.Unlock()
+		err := lending.Errorf(lending.CodeRateLimited, "too many operations on this socket: at most %d at a time", c.t.cfg.MaxOperationsPerSocket)
+		resp := c.exec.DispatchError(c.opBase, gqlerror.List{{Message: err.Message, Err: err}})
+		for _, m := range c.proto.opError(id, resp.Errors) {
+			c.enqueue(m)
+		}
+		return false
+	}
+	ctx, cancel := context.WithCancel(c.opBase)
+	op := &wsOp{id: id, cancel: cancel}
+	c.ops[id] = op
+	c.opsWG.Add(1)
+	c.t.ops.Add(1)
+	c.mu.Unlock()
+	go c.runOp(ctx, op, params)
+	return false
+}
+
+// runOp executes one operation through the executor and sends its results.
+func (c *wsConn) runOp(ctx context.Context, op *wsOp, params *graphql.RawParams) {
+	defer c.opsWG.Done()
+	defer op.cancel()
+	var rc *graphql.OperationContext
+	defer func() {
+		if r := recover(); r != nil {
+			var err error
+			if rc != nil && rc.RecoverFunc != nil {
+				err = rc.RecoverFunc(ctx, r)
+			} else {
+				err = fmt.Errorf("panic: %v", r)
+			}
+			resp := c.exec.DispatchError(ctx, gqlerror.List{gqlerror.WrapIfUnwrapped(err)})
+			c.finishOp(op, c.proto.opError(op.id, resp.Errors)...)
+		}
+	}()
+
+	ctx = lending.WithViewer(ctx, c.viewer)
+	if c.t.cfg.WithContext != nil {
+		ctx = c.t.cfg.WithContext(ctx)
+	}
+	ctx = graphql.StartOperationTrace(ctx)
+	now := graphql.Now()
+	params.ReadTime = graphql.TraceTiming{Start: now, End: now}
+	params.Headers = c.headers
+	var errs gqlerror.List
+	rc, errs = c.exec.CreateOperationContext(ctx, params)
+	if errs != nil {
+		resp := c.exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
+		c.finishOp(op, c.proto.opError(op.id, resp.Errors)...)
+		return
+	}
+	sub := rc.Operation.Operation == ast.Subscription
+	if sub {
+		c.mu.Lock()
+		op.sub = true
+		draining := c.draining
+		c.mu.Unlock()
+		if draining {
+			c.finishOp(op)
+			return
+		}
+	}
+	handler, ctx := c.exec.DispatchOperation(ctx, rc)
+	for first := true; ; first = false {
+		resp := handler(ctx)
+		if resp == nil {
+			break
+		}
+		if first && sub && len(resp.Errors) > 0 && wsNoData(resp.Data) {
+			// the source stream could not be created (e.g. NOT_FOUND)
+			c.finishOp(op, c.proto.opError(op.id, resp.Errors)...)
+			return
+		}
+		if !c.sendOp(op, c.proto.next(op.id, resp)) {
+			return
+		}
+	}
+	if ctx.Err() != nil {
+		c.finishOp(op) // stopped by the client or the socket: nothing more to say
+		return
+	}
+	c.finishOp(op, c.proto.complete(op.id))
+}
+
+func wsNoData(data json.RawMessage) bool {
+	d := bytes.TrimSpace(data)
+	return len(d) == 0 || bytes.Equal(d, []byte("null"))
+}
+
+// initialise authenticates the socket from the connection_init payload (or
+// the upgrade request's Authorization header) and claims a per-user slot. It
+// returns a close code on failure.
+func (c *wsConn) initialise(payload json.RawMessage) (int, string) {
+	token, ok := wsToken(payload, c.headers)
+	if !ok {
+		c.t.log.DebugContext(c.ctx, "ws: no usable access token")
+		return WSCloseForbidden, "Forbidden"
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	viewer, claims, err := c.t.cfg.Auth.Authenticate(ctx, token)
+	if err != nil {
+		if lending.IsCode(err, lending.CodeUnauthenticated) {
+			c.t.log.DebugContext(c.ctx, "ws: rejected access token", "err", err)
+			return WSCloseForbidden, "Forbidden"
+		}
+		c.t.log.ErrorContext(c.ctx, "ws: cannot authenticate", "err", err)
+		return WSCloseTryAgainLater, "Try again later"
+	}
+	if !viewer.Authenticated() || claims == nil || claims.ExpiresAt == nil {
+		return WSCloseForbidden, "Forbidden"
+	}
+	exp := claims.ExpiresAt.Time
+	left := exp.Sub(c.t.now())
+	if left <= 0 {
+		return WSCloseForbidden, "Forbidden"
+	}
+	slotKey, code, reason := c.admit(ctx, viewer.UserID)
+	if code != 0 {
+		return code, reason
+	}
+	c.viewer = viewer
+	c.opBase = auth.WithClaims(c.ctx, claims)
+	c.authn.Store(&wsAuthState{jti: claims.ID, slotKey: slotKey})
+	c.expiry.Store(exp.UnixNano())
+	c.expTimer = time.AfterFunc(left, func() { c.closeWith(WSCloseForbidden, "Forbidden", false) })
+	c.acked.Store(true)
+	return 0, ""
+}
+
+// wsToken finds the access token: connection_init's payload
+// {"authorization": "Bearer …"} (key in any case) or {"token": "…"}, else
+// the upgrade request's Authorization header.
+func wsToken(payload json.RawMessage, h http.Header) (string, bool) {
+	var fields map[string]json.RawMessage
+	if len(payload) > 0 {
+		_ = json.Unmarshal(payload, &fields) // not an object: no fields
+	}
+	for k, v := range fields {
+		if strings.EqualFold(k, "authorization") {
+			var s string
+			if json.Unmarshal(v, &s) != nil {
+				return "", false
+			}
+			return auth.BearerToken(s)
+		}
+	}
+	if v, ok := fields["token"]; ok {
+		var s string
+		if json.Unmarshal(v, &s) != nil {
+			return "", false
+		}
+		if tok, ok := auth.BearerToken(s); ok {
+			return tok, true
+		}
+		s = strings.TrimSpace(s)
+		return s, s != "" && !strings.ContainsAny(s, " \t")
+	}
+	if values := h.Values("Authorization"); len(values) == 1 {
+		return auth.BearerToken(values[0])
+	}
+	return "", false
+}
+
+// wsOutMsg is a message to the client (both protocols).
+type wsOutMsg struct {
+	ID      string          `json:"id,omitempty"`
+	Type    string          `json:"type"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+func wsMarshal(id, typ string, payload any) []byte {
+	var raw json.RawMessage
+	switch p := payload.(type) {
+	case nil:
+	case json.RawMessage:
+		raw = p
+	default:
+		b, err := json.Marshal(p)
+		if err != nil {
+			b = []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}`)
+		}
+		raw = b
+	}
+	b, _ := json.Marshal(wsOutMsg{ID: id, Type: typ, Payload: raw})
+	return b
+}
+
+func wsHTTPError(w http.ResponseWriter, status int, msg string, code lending.Code) {
+	b, _ := json.Marshal(map[string]any{"errors": []map[string]any{{"message": msg, "extensions": map[string]any{"code": string(code)}}}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// ---- graphql-transport-ws ----
+
+// wsTransport is the graphql-transport-ws protocol.
+type wsTransport struct{}
+
+// wsInMsg is a client message as decoded before validation.
+type wsInMsg struct {
+	Type    *string         `json:"type"`
+	ID      json.RawMessage `json:"id"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+var wsPing = wsMarshal("", "ping", nil)
+
+func (wsTransport) keepAlive() []byte { return wsPing }
+
+func (wsTransport) next(id string, resp *graphql.Response) []byte {
+	return wsMarshal(id, "next", resp)
+}
+
+func (wsTransport) opError(id string, errs gqlerror.List) [][]byte {
+	if errs == nil {
+		errs = gqlerror.List{}
+	}
+	return [][]byte{wsMarshal(id, "error", errs)}
+}
+
+func (wsTransport) complete(id string) []byte { return wsMarshal(id, "complete", nil) }
+
+func (wsTransport) handleBinary(c *wsConn) {
+	c.closeWith(WSCloseBadRequest, "Invalid message received: binary messages are not supported", false)
+}
+
+func (p wsTransport) handle(c *wsConn, data []byte) {
+	bad := func(reason string) { c.closeWith(WSCloseBadRequest, reason, false) }
+	var m wsInMsg
+	if d := bytes.TrimSpace(data); len(d) == 0 || d[0] != '{' || json.Unmarshal(d, &m) != nil {
+		bad("Invalid message received")
+		return
+	}
+	if m.Type == nil {
+		bad(`Invalid message received: "type" property must be a string`)
+		return
+	}
+	switch typ := *m.Type; typ {
+	case "connection_init":
+		if !wsObjectOrNull(m.Payload) {
+			bad(`Invalid message received: "payload" property must be an object`)
+			return
+		}
+		if c.initSeen {
+			c.closeWith(WSCloseTooManyInit, "Too many initialisation requests", false)
+			return
+		}
+		c.initSeen = true
+		if code, reason := c.initialise(m.Payload); code != 0 {
+			c.closeWith(code, reason, false)
+			return
+		}
+		c.enqueue(wsMarshal("", "connection_ack", nil))
+	case "ping", "pong":
+		if !wsObjectOrNull(m.Payload) {
+			bad(`Invalid message received: "payload" property must be an object`)
+			return
+		}
+		if typ == "ping" {
+			var payload json.RawMessage
+			if !wsNoData(m.Payload) {
+				payload = m.Payload
+			}
+			c.enqueue(wsMarshal("", "pong", payload))
+		}
+	case "subscribe":
+		id, reason := wsID(m.ID)
+		if reason != "" {
+			bad(reason)
+			return
+		}
+		params, reason := wsSubscribePayload(m.Payload)
+		if reason != "" {
+			bad(reason)
+			return
+		}
+		if !c.acked.Load() {
+			c.closeWith(WSCloseUnauthorized, "Unauthorized", false)
+			return
+		}
+		if c.startOp(id, params, false) {
+			c.closeWith(WSCloseSubscriberExists, "Subscriber for "+id+" already exists", false)
+		}
+	case "complete":
+		id, reason := wsID(m.ID)
+		if reason != "" {
+			bad(reason)
+			return
+		}
+		c.stopOp(id)
+	default:
+		bad(fmt.Sprintf("Invalid message received: unexpected message of type %q", typ))
+	}
+}
+
+// wsID checks an operation id: a non-empty string.
+func wsID(raw json.RawMessage) (string, string) {
+	var id string
+	if len(raw) == 0 || json.Unmarshal(raw, &id) != nil {
+		return "", `Invalid message received: "id" property must be a string`
+	}
+	if id == "" {
+		return "", `Invalid message received: "id" property cannot be empty`
+	}
+	return id, ""
+}
+
+func wsObjectOrNull(raw json.RawMessage) bool {
+	d := bytes.TrimSpace(raw)
+	return len(d) == 0 || bytes.Equal(d, []byte("null")) || d[0] == '{'
+}
+
+// wsSubscribePayload decodes {query, variables, operationName, extensions}:
+// query a string, variables and extensions objects or null, operationName a
+// string or null.
+func wsSubscribePayload(raw json.RawMessage) (*graphql.RawParams, string) {
+	d := bytes.TrimSpace(raw)
+	if len(d) == 0 || d[0] != '{' {
+		return nil, `Invalid message received: "payload" property must be an object`
+	}
+	var p struct {
+		Query         *string         `json:"query"`
+		OperationName *string         `json:"operationName"`
+		Variables     json.RawMessage `json:"variables"`
+		Extensions    json.RawMessage `json:"extensions"`
+	}
+	if json.Unmarshal(d, &p) != nil || p.Query == nil {
+		return nil, `Invalid message received: "payload.query" must be a string, "payload.operationName" a string or null`
+	}
+	params := &graphql.RawParams{Query: *p.Query}
+	if p.OperationName != nil {
+		params.OperationName = *p.OperationName
+	}
+	for name, f := range map[string]struct {
+		raw json.RawMessage
+		dst *map[string]any
+	}{"variables": {p.Variables, &params.Variables}, "extensions": {p.Extensions, &params.Extensions}} {
+		if !wsObjectOrNull(f.raw) {
+			return nil, `Invalid message received: "payload.` + name + `" must be an object or null`
+		}
+		if wsNoData(f.raw) {
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(f.raw))
+		dec.UseNumber()
+		if dec.Decode(f.dst) != nil {
+			return nil, `Invalid message received: "payload.` + name + `" must be an object or null`
+		}
+	}
+	return params, ""
+}
