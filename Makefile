@@ -47,6 +47,7 @@ migrate: db
 test:
 	@DATABASE_URL="$${TEST_DATABASE_URL:-}" REDIS_URL="$${TEST_REDIS_URL:-}" \
 	  SERVICES_PG_VAR=TEST_DATABASE_URL SERVICES_REDIS_VAR=TEST_REDIS_URL $(SERVICES)
+	@bash scripts/ensure-chromium.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 

@@ -8,4 +8,6 @@ import (
 	_ "github.com/go-redis/redis_rate/v10"
 	_ "github.com/gorilla/websocket"
 	_ "github.com/prometheus/client_golang/prometheus"
+	_ "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	_ "go.opentelemetry.io/otel/sdk/trace"
 )
