@@ -203,11 +203,7 @@ func TestBrowser(t *testing.T) {
 
 	t.Run("subscription", func(t *testing.T) {
 		defer p.use(t)()
-		switch err := websocketSupport(ctx, base, signIn(t, base)); {
-		case errors.Is(err, errNoWebsocketTransport):
-			t.Skipf("NOT TESTED YET against Mutuo: %v. This half runs by itself once the websocket transport lands "+
-				"(TestBrowserSubscriptionClient covers the page's side meanwhile); then make it unconditional.", err)
-		case err != nil:
+		if err := websocketSupport(ctx, base, signIn(t, base)); err != nil {
 			t.Fatalf("websocket at /graphql: %v", err)
 		}
 		raw := p.subscribe(ctx)
