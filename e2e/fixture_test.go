@@ -7,8 +7,9 @@ import (
 	"mutuo/lending"
 )
 
-// world is a small, fully known dataset: users signed up through the API,
-// and loans, money, chats and notifications written with SQL.
+// world is a small, fully known dataset: users signed up through the API
+// (apiWorld), and, for seedWorld, loans, money, chats and notifications
+// written with SQL so the read tests know every figure.
 type world struct {
 	tokens map[string]string // inv1, inv2, bor1, bor2, admin
 	users  map[string]int64
@@ -38,18 +39,7 @@ func signIn(e *env, email, password string) string {
 
 func seedWorld(t *testing.T, e *env) *world {
 	t.Helper()
-	w := &world{tokens: map[string]string{}, users: map[string]int64{}, ids: map[string]int64{}}
-	for _, u := range []struct {
-		key, name, email, income string
-		roles                    []string
-	}{
-		{"inv1", "Ana Investidora", "ana@test.dev", "", []string{"INVESTOR"}},
-		{"inv2", "Bruno Investidor", "bruno@test.dev", "", []string{"INVESTOR"}},
-		{"bor1", "Carla Tomadora", "carla@test.dev", "8000.00", []string{"BORROWER"}},
-		{"bor2", "Diego Tomador", "diego@test.dev", "5000", []string{"BORROWER"}},
-	} {
-		w.tokens[u.key], w.users[u.key] = signUp(e, u.name, u.email, u.roles, u.income)
-	}
+	w := apiWorld(t, e)
 	w.tokens["admin"] = signIn(e, "admin@test.dev", "admin-password-1")
 
 	ctx := context.Background()
