@@ -49,6 +49,8 @@ type App struct {
 	Metrics *observe.Metrics
 	Limiter *ratelimit.Limiter
 	WS      *realtime.WSTransport
+	// Tracing makes OpenTelemetry spans; nil when tracing is off.
+	Tracing *observe.Tracing
 	// Now is the clock for everything time-driven (tests move it).
 	Now func() time.Time
 
@@ -66,6 +68,9 @@ type Options struct {
 	PSP pix.PSP
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Tracing makes spans (tests); nil means observe.InstalledTracing(),
+	// which is nil (no tracing at all) unless SetupTracing installed one.
+	Tracing *observe.Tracing
 }
 
 // New connects to Postgres and Redis, migrates, ensures the admin, and
@@ -87,6 +92,13 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 	if opt.PoolConfig != nil {
 		opt.PoolConfig(pcfg)
 	}
+	tracing := opt.Tracing
+	if tracing == nil {
+		tracing = observe.InstalledTracing()
+	}
+	if tracing != nil { // a span per SQL statement, chained with the PoolConfig's tracer
+		pcfg.ConnConfig.Tracer = tracing.QueryTracer(pcfg.ConnConfig.Tracer)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -106,7 +118,7 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redis unreachable (REDIS_URL): %w", err)
 	}
-	a := &App{Config: cfg, Log: log, Pool: pool, Redis: rdb, Store: store.New(pool), PSP: opt.PSP, Now: opt.Now}
+	a := &App{Config: cfg, Log: log, Pool: pool, Redis: rdb, Store: store.New(pool), PSP: opt.PSP, Now: opt.Now, Tracing: tracing}
 	if a.PSP == nil {
 		a.PSP = pix.Sandbox{}
 	}
@@ -161,7 +173,7 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 		MaxSocketsPerUser: cfg.WSMaxSocketsPerUser, Logger: log,
 		// fresh loaders for every operation on a socket
 		WithContext: func(ctx context.Context) context.Context {
-			return resolvers.WithLoaders(ctx, resolvers.NewLoaders(a.Store, cfg.LoaderWait))
+			return resolvers.WithFreshLoaders(ctx, a.Store, cfg.LoaderWait)
 		},
 	})
 	if err != nil {
@@ -198,6 +210,9 @@ func (a *App) GraphQLServer() (*handler.Server, error) {
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetErrorPresenter(resolvers.ErrorPresenter(a.Log))
 	srv.SetRecoverFunc(resolvers.RecoverFunc(a.Log))
+	if a.Tracing != nil { // operation and resolver spans, around everything below
+		srv.Use(a.Tracing.Extension())
+	}
 	lc := a.Config.Limits
 	lc.Logger = a.Log
 	if err := limits.Install(srv, lc, a.Redis, a.Config.RedisPrefix); err != nil {
@@ -224,7 +239,8 @@ func (a *App) routes() (http.Handler, error) {
 	// loaders; the HTTP middlewares would time the socket's whole life
 	mux.Handle("/graphql", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.WS.Supports(r) {
-			srv.ServeHTTP(w, r)
+			// the socket's operations are charged to its user and address
+			srv.ServeHTTP(w, r.WithContext(ratelimit.WithClientIP(r.Context(), a.Limiter.ClientIP(r))))
 			return
 		}
 		httpGQL.ServeHTTP(w, r)
@@ -239,7 +255,7 @@ func (a *App) routes() (http.Handler, error) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", a.ready)
-	return requestID(mux), nil
+	return requestID(a.Tracing.Middleware(mux)), nil // Middleware is mux itself when tracing is off
 }
 
 // Handler is the instance's HTTP handler.

@@ -3,6 +3,7 @@ package resolvers
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/graph-gophers/dataloader/v7"
@@ -131,20 +132,45 @@ func pages[T any](wait time.Duration, fetch func(context.Context, []store.PageKe
 
 type loadersKey struct{}
 
+// loaderBox builds a context's loaders on first use: many operations (and
+// most subscription events, and every idle subscription) never load a
+// relation, and a full set of loaders is some twenty objects.
+type loaderBox struct {
+	once  sync.Once
+	s     *store.Store
+	wait  time.Duration
+	built *Loaders
+}
+
+func (b *loaderBox) get() *Loaders {
+	b.once.Do(func() {
+		if b.built == nil {
+			b.built = NewLoaders(b.s, b.wait)
+		}
+	})
+	return b.built
+}
+
 // WithLoaders returns ctx carrying l.
 func WithLoaders(ctx context.Context, l *Loaders) context.Context {
-	return context.WithValue(ctx, loadersKey{}, l)
+	return context.WithValue(ctx, loadersKey{}, &loaderBox{built: l})
+}
+
+// WithFreshLoaders returns ctx carrying loaders of its own, built on first
+// use.
+func WithFreshLoaders(ctx context.Context, s *store.Store, wait time.Duration) context.Context {
+	return context.WithValue(ctx, loadersKey{}, &loaderBox{s: s, wait: wait})
 }
 
 // For returns the loaders in ctx.
 func For(ctx context.Context) *Loaders {
-	return ctx.Value(loadersKey{}).(*Loaders)
+	return ctx.Value(loadersKey{}).(*loaderBox).get()
 }
 
 // LoaderMiddleware gives every request fresh loaders for its viewer (set by
 // the auth middleware before it).
 func LoaderMiddleware(s *store.Store, wait time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, r.WithContext(WithLoaders(r.Context(), NewLoaders(s, wait))))
+		next.ServeHTTP(w, r.WithContext(WithFreshLoaders(r.Context(), s, wait)))
 	})
 }

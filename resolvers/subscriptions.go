@@ -75,7 +75,7 @@ func (SubscriptionLoaders) Validate(graphql.ExecutableSchema) error { return nil
 func (e SubscriptionLoaders) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
 	if graphql.HasOperationContext(ctx) {
 		if op := graphql.GetOperationContext(ctx).Operation; op != nil && op.Operation == ast.Subscription {
-			ctx = WithLoaders(ctx, NewLoaders(e.Store, e.Wait))
+			ctx = WithFreshLoaders(ctx, e.Store, e.Wait)
 		}
 	}
 	return next(ctx)
@@ -83,7 +83,7 @@ func (e SubscriptionLoaders) InterceptResponse(ctx context.Context, next graphql
 
 // eventCtx is ctx with fresh loaders, for the reads of one event.
 func (r *Resolver) eventCtx(ctx context.Context) context.Context {
-	return WithLoaders(ctx, NewLoaders(r.Store, r.LoaderWait))
+	return WithFreshLoaders(ctx, r.Store, r.LoaderWait)
 }
 
 // follower is a subscription's hold on its Hub stream.
@@ -348,14 +348,14 @@ func isDone(c chan struct{}) bool {
 // chats, may commit out of id order), so it is a set: the last n ids, and
 // anything at or below the largest id it forgot counts as sent.
 type sentIDs struct {
-	ring  []int64
+	ring  []int64 // grows to max, then wraps (an idle subscription holds none)
+	max   int
 	next  int
-	full  bool
 	set   map[int64]struct{}
 	floor int64
 }
 
-func newSentIDs(n int) *sentIDs { return &sentIDs{ring: make([]int64, n), set: map[int64]struct{}{}} }
+func newSentIDs(n int) *sentIDs { return &sentIDs{max: n} }
 
 func (s *sentIDs) has(id int64) bool {
 	_, ok := s.set[id]
@@ -366,17 +366,19 @@ func (s *sentIDs) add(id int64) {
 	if s.has(id) {
 		return
 	}
-	if s.full {
-		old := s.ring[s.next]
-		delete(s.set, old)
-		s.floor = max(s.floor, old)
+	if s.set == nil {
+		s.set = map[int64]struct{}{}
 	}
-	s.ring[s.next] = id
 	s.set[id] = struct{}{}
-	s.next++
-	if s.next == len(s.ring) {
-		s.next, s.full = 0, true
+	if len(s.ring) < s.max {
+		s.ring = append(s.ring, id)
+		return
 	}
+	old := s.ring[s.next]
+	delete(s.set, old)
+	s.floor = max(s.floor, old)
+	s.ring[s.next] = id
+	s.next = (s.next + 1) % s.max
 }
 
 // itemFeed is what notificationAdded and messageAdded have in common: a
