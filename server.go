@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"mutuo/app"
+	"mutuo/observe"
 	"mutuo/store"
 )
 
@@ -55,6 +56,18 @@ func serve(ctx context.Context, cfg app.Config, log *slog.Logger) error {
 	if cfg.JWTGenerated {
 		log.Warn("JWT_SECRET is not set: using a random secret for this run; every token dies with the process. Set JWT_SECRET (or JWT_PRIVATE_KEY_FILE) to keep sessions across restarts; production refuses to start without one.")
 	}
+	// OpenTelemetry traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; nothing otherwise
+	shutdownTracing, err := observe.SetupTracing(ctx, os.Getenv)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			log.Warn("tracing: flushing spans at shutdown failed", "err", err)
+		}
+	}()
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	a, err := app.New(startCtx, cfg, app.Options{Logger: log})
