@@ -11,10 +11,11 @@ import (
 // request (lastMessage, unreadCount, messages) read the committed state. A
 // request without loaders has nothing to forget.
 func forgetChat(ctx context.Context, chatID int64) {
-	l, _ := ctx.Value(loadersKey{}).(*Loaders)
-	if l == nil {
+	b, _ := ctx.Value(loadersKey{}).(*loaderBox)
+	if b == nil {
 		return
 	}
+	l := b.get()
 	l.Chat.Clear(ctx, chatID)
 	l.LastMessage.Clear(ctx, chatID)
 	l.UnreadCount.Clear(ctx, chatID)
