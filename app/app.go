@@ -80,6 +80,7 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = slog.New(observe.WithRequestIDs(log.Handler()))
 	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)

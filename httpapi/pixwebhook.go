@@ -84,16 +84,16 @@ func (h *PixWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			log.Warn("pix webhook body too large", "limit", limit)
+			log.WarnContext(r.Context(), "pix webhook body too large", "limit", limit)
 			writeWebhookJSON(w, http.StatusRequestEntityTooLarge, pixWebhookError{"body too large"})
 			return
 		}
-		log.Warn("pix webhook body unreadable", "err", err)
+		log.WarnContext(r.Context(), "pix webhook body unreadable", "err", err)
 		writeWebhookJSON(w, http.StatusBadRequest, pixWebhookError{"body could not be read"})
 		return
 	}
 	if !pix.VerifySignature(h.Secret, body, r.Header.Get(PixSignatureHeader)) {
-		log.Warn("pix webhook signature invalid", "bytes", len(body), "signed", r.Header.Get(PixSignatureHeader) != "")
+		log.WarnContext(r.Context(), "pix webhook signature invalid", "bytes", len(body), "signed", r.Header.Get(PixSignatureHeader) != "")
 		writeWebhookJSON(w, http.StatusUnauthorized, pixWebhookError{"invalid or missing " + PixSignatureHeader})
 		return
 	}
@@ -103,7 +103,7 @@ func (h *PixWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if e, ok := lending.AsError(err); ok {
 			msg = e.Message
 		}
-		log.Warn("pix webhook malformed", "err", msg)
+		log.WarnContext(r.Context(), "pix webhook malformed", "err", msg)
 		writeWebhookJSON(w, http.StatusBadRequest, pixWebhookError{msg})
 		return
 	}
@@ -115,7 +115,7 @@ func (h *PixWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, p := range payments {
 		out, err := h.Store.ApplyPixPayment(r.Context(), p, clock())
 		if err != nil {
-			log.Error("pix webhook: applying payment failed; the PSP will retry",
+			log.ErrorContext(r.Context(), "pix webhook: applying payment failed; the PSP will retry",
 				"endToEndId", p.EndToEndID, "txid", p.Txid, "applied_before", len(results), "err", err)
 			writeWebhookJSON(w, http.StatusInternalServerError, pixWebhookError{"internal error; retry the delivery"})
 			return

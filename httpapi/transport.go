@@ -110,7 +110,15 @@ func (t Transport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Graph
 		return
 	}
 	handler, ctx := exec.DispatchOperation(ctx, rc)
-	writeJSON(w, http.StatusOK, handler(ctx))
+	resp := handler(ctx)
+	if resp == nil {
+		// never answer a bare null: the executor gave nothing (its context
+		// ended before execution)
+		writeRequestError(w, http.StatusServiceUnavailable, &graphql.Response{Errors: gqlerror.List{{
+			Message: "the operation did not run", Extensions: map[string]any{"code": string(lending.CodeInternal)}}}})
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // decodeBody reads a JSON request body, bounded; it returns a status and

@@ -433,6 +433,13 @@ func (x *Extension) InterceptOperation(ctx context.Context, next graphql.Operati
 		if resp == nil || resp.HasNext == nil || !*resp.HasNext {
 			cancel()
 		}
+		if resp == nil && timedOut {
+			// the deadline passed before execution began: gqlgen's
+			// executor answers nothing at all; answer the timeout
+			te := x.TimeoutError()
+			return &graphql.Response{Errors: gqlerror.List{{Message: te.Message,
+				Extensions: map[string]any{"code": string(te.Code)}}}}
+		}
 		if resp != nil && timedOut {
 			x.reportTimeout(resp)
 		}
