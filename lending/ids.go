@@ -44,7 +44,7 @@ func ParseGlobalID(s string) (Kind, int64, error) {
 	if len(s) == 0 || len(s) > 64 {
 		return "", 0, BadInput("invalid ID")
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
 		return "", 0, BadInput("invalid ID")
 	}

@@ -29,7 +29,7 @@ func DecodeCursor(s, tag string) (Cursor, error) {
 	if len(s) == 0 || len(s) > 512 {
 		return Cursor{}, bad
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
 		return Cursor{}, bad
 	}
