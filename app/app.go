@@ -240,6 +240,10 @@ func (a *App) routes() (http.Handler, error) {
 	// loaders; the HTTP middlewares would time the socket's whole life
 	mux.Handle("/graphql", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.WS.Supports(r) {
+			if a.draining.Load() {
+				http.Error(w, "shutting down", http.StatusServiceUnavailable)
+				return
+			}
 			// the socket's operations are charged to its user and address
 			srv.ServeHTTP(w, r.WithContext(ratelimit.WithClientIP(r.Context(), a.Limiter.ClientIP(r))))
 			return
@@ -337,8 +341,13 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
+	// not ready first, while still serving, so load balancers stop sending
+	// new work before the listener closes
 	a.draining.Store(true)
-	sctx, cancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout)
+	if d := a.Config.ShutdownDrainDelay; d > 0 {
+		time.Sleep(d)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout-a.Config.ShutdownDrainDelay)
 	defer cancel()
 	// http.Server.Shutdown ignores hijacked connections: the websockets
 	// drain themselves (subscriptions end, in-flight operations finish,

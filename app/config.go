@@ -54,6 +54,10 @@ type Config struct {
 	RateLimit           ratelimit.Config
 
 	ShutdownTimeout time.Duration
+	// ShutdownDrainDelay (SHUTDOWN_DRAIN_DELAY, default 1s): on SIGTERM the
+	// instance reports not ready and keeps serving this long before it
+	// stops accepting connections; the rest of ShutdownTimeout drains.
+	ShutdownDrainDelay time.Duration
 }
 
 // ConfigFromEnv reads the configuration. getenv is os.Getenv in production
@@ -140,6 +144,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 
 	if c.Playground, err = boolVar(getenv, "PLAYGROUND", !prod); err != nil {
 		return c, err
+	}
+	if c.ShutdownDrainDelay, err = durationVar(getenv, "SHUTDOWN_DRAIN_DELAY", time.Second); err != nil {
+		return c, err
+	}
+	if c.ShutdownDrainDelay >= c.ShutdownTimeout {
+		return c, fmt.Errorf("SHUTDOWN_DRAIN_DELAY must be shorter than the 10s shutdown budget")
 	}
 	if c.LoaderWait, err = durationVar(getenv, "LOADER_WAIT", 2*time.Millisecond); err != nil {
 		return c, err

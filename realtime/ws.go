@@ -929,6 +929,10 @@ func (c *wsConn) runOp(ctx context.Context, op *wsOp, params *graphql.RawParams)
 			return
 		}
 	}
+	// the operation's own context: the one DispatchOperation returns may be
+	// cancelled by an extension once the last response is out (the
+	// operation timeout does), which is not the client stopping it
+	opCtx := ctx
 	handler, ctx := c.exec.DispatchOperation(ctx, rc)
 	for first := true; ; first = false {
 		resp := handler(ctx)
@@ -941,10 +945,11 @@ func (c *wsConn) runOp(ctx context.Context, op *wsOp, params *graphql.RawParams)
 			return
 		}
 		if !c.sendOp(op, c.proto.next(op.id, resp)) {
+			c.finishOp(op) // a no-op when the operation is already gone
 			return
 		}
 	}
-	if ctx.Err() != nil {
+	if opCtx.Err() != nil {
 		c.finishOp(op) // stopped by the client or the socket: nothing more to say
 		return
 	}

@@ -37,7 +37,13 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 			return gqlErr
 		}
 		id := observe.RequestID(ctx)
-		log.ErrorContext(ctx, "internal error", "request_id", id, "path", gqlErr.Path.String(), "err", err)
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			// the client went away (a closed socket, a cancelled request):
+			// nobody will read this error, and it is no fault of ours
+			log.DebugContext(ctx, "operation cancelled", "request_id", id, "path", gqlErr.Path.String())
+		} else {
+			log.ErrorContext(ctx, "internal error", "request_id", id, "path", gqlErr.Path.String(), "err", err)
+		}
 		return &gqlerror.Error{
 			Message:    fmt.Sprintf("internal error (request id %s)", id),
 			Path:       gqlErr.Path,
