@@ -11,8 +11,10 @@
 // reports its figures next to a baseline measured in the same run.
 //
 // A new benchmark is a file that calls register from an init function; the
-// shared pieces (database, server, load driver, table) are in env.go,
-// load.go and seed.go.
+// shared pieces are in env.go (database, in-process server, statement
+// counter, GraphQL client), load.go (the fixed-concurrency load driver and
+// latency percentiles), cpu.go (CPU per request of this process and of the
+// database's backends) and seed.go (the marketplace dataset).
 package main
 
 import (
