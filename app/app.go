@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -127,7 +128,8 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 		a.Now = time.Now
 	}
 	a.Hub = realtime.NewHub()
-	a.Relay = &realtime.Relay{Store: a.Store, Redis: rdb, Prefix: cfg.RedisPrefix, Logger: log}
+	a.Relay = &realtime.Relay{Store: a.Store, Redis: rdb, Prefix: cfg.RedisPrefix, Logger: log,
+		OnBatch: func(b store.RelayBatch) { a.Metrics.PublishSeconds.Observe(b.MaxLatency.Seconds()) }}
 	a.Broker = &realtime.Broker{Redis: rdb, Prefix: cfg.RedisPrefix, Hub: a.Hub, Store: a.Store, Logger: log}
 	a.Metrics = observe.NewMetrics(pool, rdb)
 	a.Metrics.Gauge("mutuo_subscriptions_active", "Hub subscriptions on this instance.", func() float64 { return float64(a.Hub.Subscribers()) })
@@ -140,6 +142,12 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 		}
 		return float64(n)
 	})
+	a.Metrics.Counter("mutuo_hub_events_dispatched_total", "Events the hub put in subscribers' buffers.",
+		func() float64 { return float64(a.Hub.Stats().Delivered) })
+	a.Metrics.Counter("mutuo_hub_duplicate_events_total", "Events the hub dropped as already dispatched (at-least-once delivery).",
+		func() float64 { return float64(a.Hub.Stats().Duplicates) })
+	a.Metrics.Counter("mutuo_hub_lagged_subscribers_total", "Subscribers whose buffer filled (they re-read and catch up).",
+		func() float64 { return float64(a.Hub.Stats().Lagged) })
 	a.Metrics.Gauge("mutuo_outbox_last_publish_latency_seconds", "Commit-to-publish latency of the relay's last batch.",
 		func() float64 { return a.Relay.LastLatency().Seconds() })
 	if err := store.Migrate(ctx, pool); err != nil {
@@ -172,6 +180,7 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 		Auth: a.Auth, Redis: rdb, Prefix: cfg.RedisPrefix,
 		AllowedOrigins: cfg.AllowedOrigins, AllowLocalhost: cfg.Env == Development,
 		MaxSocketsPerUser: cfg.WSMaxSocketsPerUser, Logger: log,
+		OnClose: func(code int, _ string) { a.Metrics.WSCloses.WithLabelValues(strconv.Itoa(code)).Inc() },
 		// fresh loaders for every operation on a socket
 		WithContext: func(ctx context.Context) context.Context {
 			return resolvers.WithFreshLoaders(ctx, a.Store, cfg.LoaderWait)

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // scrape returns the value of one series in /metrics (0 when absent).
@@ -49,6 +50,35 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 		resp.Body.Close()
 		if !regexp.MustCompile(`(?m)^` + s + ` `).Match(b) {
 			t.Errorf("/metrics has no %s", s)
+		}
+	}
+}
+
+// TestMetricsForTheRealtimePath: a subscription's events, the relay's
+// commit-to-publish latency, the hub, and socket closes by code.
+func TestMetricsForTheRealtimePath(t *testing.T) {
+	e := newEnv(t)
+	w := apiWorld(t, e)
+	delivered := `mutuo_subscription_events_delivered_total{subscription="walletUpdated"}`
+	published := `mutuo_outbox_publish_latency_seconds_count`
+	dispatched := `mutuo_hub_events_dispatched_total`
+	closed := `mutuo_ws_closes_total{code="4409"}`
+	before := []float64{scrape(t, e, delivered), scrape(t, e, published), scrape(t, e, dispatched), scrape(t, e, closed)}
+
+	c := wsConnect(t, e.URL, w.tokens["inv1"])
+	c.subscribe("w", `subscription { walletUpdated { version } }`, nil)
+	c.expectNext("w", 5*time.Second) // the current state
+	e.deposit(w.tokens["inv1"], "10.00", "metrics-dep")
+	c.expectNext("w", 5*time.Second) // the deposit's change
+	c.subscribe("w", `subscription { walletUpdated { version } }`, nil) // a duplicate id: 4409
+	if code := c.closeCode(5 * time.Second); code != 4409 {
+		t.Fatalf("close code %d, want 4409", code)
+	}
+	time.Sleep(100 * time.Millisecond)
+	after := []float64{scrape(t, e, delivered), scrape(t, e, published), scrape(t, e, dispatched), scrape(t, e, closed)}
+	for i, name := range []string{delivered, published, dispatched, closed} {
+		if after[i] <= before[i] {
+			t.Errorf("%s did not move: %v → %v", name, before[i], after[i])
 		}
 	}
 }

@@ -35,8 +35,7 @@ type Metrics struct {
 	HTTPRequests     *prometheus.CounterVec   // route, method, status
 	HTTPSeconds      *prometheus.HistogramVec // route
 	EventsDelivered  *prometheus.CounterVec   // subscription
-	EventsDropped    *prometheus.CounterVec   // reason
-	DeliverySeconds  *prometheus.HistogramVec // subscription: outbox commit → sent to the socket
+	WSCloses         *prometheus.CounterVec   // code: why sockets closed (4008: slow consumer, dropped)
 	PublishSeconds   prometheus.Histogram     // outbox commit → published to Redis
 }
 
@@ -60,15 +59,13 @@ func NewMetrics(pool *pgxpool.Pool, rdb *redis.Client) *Metrics {
 			Help: "HTTP request latency by route.", Buckets: latencyBuckets}, []string{"route"}),
 		EventsDelivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mutuo_subscription_events_delivered_total",
 			Help: "Subscription events sent to clients."}, []string{"subscription"}),
-		EventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mutuo_subscription_events_dropped_total",
-			Help: "Subscription events not delivered (slow consumer, duplicate)."}, []string{"reason"}),
-		DeliverySeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mutuo_subscription_delivery_seconds",
-			Help: "From the outbox row's commit to the event's send on a socket.", Buckets: latencyBuckets}, []string{"subscription"}),
+		WSCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mutuo_ws_closes_total",
+			Help: "Websockets closed, by close code (4008: a slow consumer dropped, 1012: shutdown, 4403: auth)."}, []string{"code"}),
 		PublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mutuo_outbox_publish_latency_seconds",
 			Help: "From the outbox row's commit to its publication on Redis.", Buckets: latencyBuckets}),
 	}
 	r.MustRegister(m.Operations, m.OperationSeconds, m.Errors, m.HTTPRequests, m.HTTPSeconds,
-		m.EventsDelivered, m.EventsDropped, m.DeliverySeconds, m.PublishSeconds,
+		m.EventsDelivered, m.WSCloses, m.PublishSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if pool != nil {
 		r.MustRegister(poolCollector{pool})
@@ -83,6 +80,11 @@ func NewMetrics(pool *pgxpool.Pool, rdb *redis.Client) *Metrics {
 // connections, active subscriptions, outbox backlog).
 func (m *Metrics) Gauge(name, help string, f func() float64) {
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+}
+
+// Counter registers a counter read from f at scrape time.
+func (m *Metrics) Counter(name, help string, f func() float64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 }
 
 // Handler serves /metrics.

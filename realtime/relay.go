@@ -60,6 +60,8 @@ type Relay struct {
 	// 0; negative: never).
 	Retention time.Duration
 	Logger    *slog.Logger
+	// OnBatch, if set, is told of every batch published (for metrics).
+	OnBatch func(store.RelayBatch)
 
 	running   atomic.Bool
 	lastOK    atomic.Bool
@@ -168,6 +170,9 @@ func (r *Relay) Once(ctx context.Context) (store.RelayBatch, error) {
 	if b.Published > 0 {
 		r.published.Add(int64(b.Published))
 		r.latency.Store(int64(b.Latency))
+		if r.OnBatch != nil {
+			r.OnBatch(b)
+		}
 	}
 	return b, nil
 }
