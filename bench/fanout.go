@@ -63,6 +63,7 @@ type fanoutOpts struct {
 	keep, baseline                  bool
 	env                             envFlag
 	cpuProfile, heapProfile         string
+	memRate                         int
 
 	// the server process
 	server bool
@@ -87,12 +88,16 @@ func runFanout(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	fs.Var(o.env, "env", "server configuration KEY=VALUE (repeatable)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the server's CPU profile over the events to this file")
 	fs.StringVar(&o.heapProfile, "heapprofile", "", "write the server's heap profile with every client connected and idle to this file")
+	fs.IntVar(&o.memRate, "memprofilerate", 0, "the server's runtime.MemProfileRate (0: Go's default, 512 KiB; smaller samples the heap profile finer)")
 	fs.BoolVar(&o.server, "server", false, "internal: run as the benchmark's server process")
 	fs.StringVar(&o.db, "db", "", "internal: the server process's database URL")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if o.server {
+		if o.memRate > 0 {
+			runtime.MemProfileRate = o.memRate
+		}
 		return runFanoutServer(ctx, o.db, o.env, o.n)
 	}
 	amount, err := lending.ParseMoney(o.amount)
@@ -181,7 +186,7 @@ func fanoutMain(ctx context.Context, o fanoutOpts, amount lending.Money) error {
 	}
 
 	// the server process
-	srv, err := startFanoutServer(ctx, db.URL, env, o.n)
+	srv, err := startFanoutServer(ctx, db.URL, env, o.n, o.memRate)
 	if err != nil {
 		return err
 	}
@@ -657,12 +662,12 @@ func (s *fanoutServer) logRepeats() {
 	}
 }
 
-func startFanoutServer(ctx context.Context, dbURL string, env envFlag, n int) (*fanoutServer, error) {
+func startFanoutServer(ctx context.Context, dbURL string, env envFlag, n, memRate int) (*fanoutServer, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("the benchmark's own executable: %w", err)
 	}
-	args := []string{"fanout", "-server", "-db", dbURL, "-n", fmt.Sprint(n)}
+	args := []string{"fanout", "-server", "-db", dbURL, "-n", fmt.Sprint(n), "-memprofilerate", fmt.Sprint(memRate)}
 	for k, v := range env {
 		args = append(args, "-env", k+"="+v)
 	}

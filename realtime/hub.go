@@ -79,7 +79,8 @@ func NewHub() *Hub {
 
 // Subscription is one subscriber's view of one stream. C delivers its
 // events in the order the Hub received them; it is closed when the
-// subscription ends, and Err then tells why.
+// subscription ends, and Err then tells why. (A SubscribeFunc subscription
+// has no C: its callbacks take the events and the end.)
 type Subscription struct {
 	C <-chan Event
 
@@ -87,6 +88,10 @@ type Subscription struct {
 	hub    *Hub
 	stream string
 	err    error // guarded by hub.mu; set once, when c is closed
+
+	// a SubscribeFunc subscription has no channel: these instead
+	deliver func(Event) bool
+	end     func(error)
 }
 
 // Subscribe starts a subscription to stream with a buffer of buf events
@@ -106,14 +111,41 @@ func (h *Hub) Subscribe(stream string, buf int) *Subscription {
 		close(c)
 		return s
 	}
-	m := h.streams[stream]
+	h.add(s)
+	return s
+}
+
+// SubscribeFunc starts a subscription to stream that holds no channel and
+// no goroutine: the Hub calls deliver with each event (events dispatched
+// before it returns are not delivered) and, once, end with the reason the
+// subscription ended (ErrLagged, ErrHubClosed or ErrUnsubscribed). Both are
+// called with the Hub's lock held, from the publishing goroutine (end also
+// from Close's and Hub.Close's): they must return at once and must not call
+// the Hub. deliver returns false when the subscriber cannot take the event;
+// the Hub then drops the subscriber (end(ErrLagged)) as it drops a full
+// channel. On a closed Hub the subscription is returned already ended (Err
+// ErrHubClosed) and end is not called.
+func (h *Hub) SubscribeFunc(stream string, deliver func(Event) bool, end func(error)) *Subscription {
+	s := &Subscription{hub: h, stream: stream, deliver: deliver, end: end}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		s.err = ErrHubClosed
+		return s
+	}
+	h.add(s)
+	return s
+}
+
+// add registers s; h.mu is held.
+func (h *Hub) add(s *Subscription) {
+	m := h.streams[s.stream]
 	if m == nil {
 		m = map[*Subscription]struct{}{}
-		h.streams[stream] = m
+		h.streams[s.stream] = m
 	}
 	m[s] = struct{}{}
 	h.subs++
-	return s
 }
 
 // Stream is the subscription's stream.
@@ -142,7 +174,11 @@ func (h *Hub) drop(s *Subscription, reason error) {
 		return
 	}
 	s.err = reason
-	close(s.c)
+	if s.c != nil {
+		close(s.c)
+	} else if s.end != nil {
+		s.end(reason)
+	}
 	if m := h.streams[s.stream]; m != nil {
 		delete(m, s)
 		if len(m) == 0 {
@@ -167,6 +203,15 @@ func (h *Hub) Publish(e Event) bool {
 		return false
 	}
 	for s := range h.streams[e.Stream] {
+		if s.c == nil {
+			if s.deliver(e) {
+				h.stats.Delivered++
+			} else {
+				h.stats.Lagged++
+				h.drop(s, ErrLagged)
+			}
+			continue
+		}
 		select {
 		case s.c <- e:
 			h.stats.Delivered++

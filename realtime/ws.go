@@ -5,8 +5,13 @@ package realtime
 // (https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md) and the
 // legacy graphql-ws subprotocol of subscriptions-transport-ws (ws_legacy.go).
 //
-// Per socket there are two goroutines (the HTTP handler's, which reads, and a
-// writer) plus one per active operation; all of them end before Do returns.
+// Per socket there is one goroutine while it is idle: the reader, started
+// by Do, which returns once the socket is upgraded (so that net/http lets go
+// of the connection's buffers). A writer runs only while there is something
+// to write, and an operation holds a goroutine only while it executes: a
+// subscription whose resolver signals its values (ClaimStreamReady) holds
+// none between them; any other operation holds one until it ends. All of
+// them end before the socket is unregistered (Shutdown waits for that).
 // Per instance there is one maintenance goroutine (revocation checks and the
 // per-user socket heartbeat, ws_limits.go), running only while the instance
 // holds sockets.
@@ -99,6 +104,10 @@ const (
 	DefaultWSRevocationInterval = 2 * time.Second
 	DefaultWSHeartbeatInterval  = 10 * time.Second
 )
+
+// wsReadBufferSize is a socket's read buffer: client messages are small,
+// and a larger one is read through it in pieces.
+const wsReadBufferSize = 1024
 
 // wsCloseGrace is how long a socket waits for the peer's close frame after
 // sending its own before dropping the TCP connection.
@@ -254,8 +263,11 @@ func NewWSTransport(cfg WSConfig) (*WSTransport, error) {
 	t.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		Subprotocols:     []string{SubprotocolGraphQLTransportWS, SubprotocolGraphQLWS},
-		// Write buffers are only held while writing: idle sockets cost less.
+		// Write buffers are only held while writing, and a small read
+		// buffer of the socket's own (not net/http's, which is let go of
+		// when Do returns): idle sockets cost less.
 		WriteBufferPool: &sync.Pool{},
+		ReadBufferSize:  wsReadBufferSize,
 		// The origin is checked (and refused with 403) before Upgrade.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
@@ -295,18 +307,25 @@ func (t *WSTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 		wsHTTPError(w, http.StatusServiceUnavailable, "the server is restarting: try again", lending.CodeInternal)
 		return
 	}
-	defer t.unregister(c)
 	ws, err := t.upgrader.Upgrade(wsHijacker(w), r, nil)
 	if err != nil {
 		c.cancel()
+		t.unregister(c)
 		return // the upgrader answered
 	}
 	c.mu.Lock()
 	c.ws = ws
 	c.mu.Unlock()
 	t.sockets.Add(1)
-	defer t.sockets.Add(-1)
-	c.serve()
+	// The socket is served from a goroutine of its own and the HTTP handler
+	// returns: net/http then lets go of the connection's buffers and of the
+	// handler's deep stack, which an idle socket would otherwise keep.
+	// Shutdown waits for the socket (register/unregister).
+	go func() {
+		defer t.unregister(c)
+		defer t.sockets.Add(-1)
+		c.serve()
+	}()
 }
 
 // wsHijacker finds the http.Hijacker under middleware wrappers that expose
@@ -444,10 +463,14 @@ type wsConn struct {
 	cancel context.CancelFunc
 
 	// The send queue: a slice (nil when empty, so an idle socket holds no
-	// buffer) bounded by SendQueue, and a wake-up for the writer.
+	// buffer) bounded by SendQueue. A writer runs while writing is set
+	// (started on demand: see kick); pingDue asks it for a ping.
 	qmu        sync.Mutex
 	queue      [][]byte
-	wake       chan struct{}
+	writing    bool
+	wstarted   bool // serve has begun: writers may run
+	pingDue    bool
+	pingTimer  *time.Timer
 	closing    chan struct{} // closed by closeWith
 	closeOnce  sync.Once
 	closeCode  int
@@ -484,9 +507,74 @@ type wsAuthState struct {
 
 // wsOp is one active operation.
 type wsOp struct {
+	c      *wsConn
 	id     string
 	cancel context.CancelFunc
 	sub    bool // a subscription (set once parsed, under wsConn.mu)
+
+	// A subscription whose resolver claimed the ready signal
+	// (ClaimStreamReady) is pumped: its handler is called only once per
+	// value signalled, from a goroutine started for the purpose (see pump).
+	smu      sync.Mutex
+	claimed  bool
+	armed    bool // the handler is set: a signal may start a pump
+	pending  int  // values (or the close) signalled and not yet taken
+	running  bool // a pump is on it
+	ended    bool
+	first    bool
+	handler  graphql.ResponseHandler
+	hctx     context.Context // the handler's
+	octx     context.Context // the operation's own (see execOp)
+	rc       *graphql.OperationContext
+	stopWake func() bool
+}
+
+type wsOpKey struct{}
+
+// ClaimStreamReady is for subscription resolvers. Called once the resolver
+// cannot fail any more, just before it returns its channel, it returns a
+// function that the resolver must then call once after each value it puts
+// on the channel (the first one too, even if already there when claiming:
+// call it once for each value then in the channel) and once after closing
+// the channel. The websocket transport then reads the channel only when
+// told and an idle subscription holds no goroutine. It returns nil when
+// the operation's transport takes no such signal (another transport, or a
+// second claim): the resolver then signals nothing.
+func ClaimStreamReady(ctx context.Context) func() {
+	op, _ := ctx.Value(wsOpKey{}).(*wsOp)
+	if op == nil {
+		return nil
+	}
+	op.smu.Lock()
+	defer op.smu.Unlock()
+	if op.claimed || op.armed || op.ended {
+		return nil
+	}
+	op.claimed = true
+	return op.ready
+}
+
+// ready counts one value signalled and starts a pump if none runs.
+func (op *wsOp) ready() {
+	op.smu.Lock()
+	op.pending++
+	op.startPumpLocked()
+}
+
+// wake starts a pump to notice the end of the operation's context.
+func (op *wsOp) wake() {
+	op.smu.Lock()
+	op.startPumpLocked()
+}
+
+func (op *wsOp) startPumpLocked() {
+	if !op.armed || op.running || op.ended {
+		op.smu.Unlock()
+		return
+	}
+	op.running = true
+	op.smu.Unlock()
+	go op.c.pump(op)
 }
 
 // wsProtocol is what differs between the two subprotocols.
@@ -504,13 +592,14 @@ type wsProtocol interface {
 }
 
 func (t *WSTransport) newConn(r *http.Request, exec graphql.GraphExecutor) *wsConn {
-	ctx, cancel := context.WithCancel(r.Context())
+	// the request's values, not its cancellation: net/http cancels the
+	// request's context when Do returns
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	return &wsConn{
 		t: t, exec: exec, headers: r.Header, id: hex.EncodeToString(b),
 		ctx: ctx, cancel: cancel,
-		wake:       make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -544,7 +633,11 @@ func (c *wsConn) serve() {
 		return err
 	})
 	c.alive()
-	go c.writeLoop()
+	c.qmu.Lock()
+	c.wstarted = true
+	c.pingTimer = time.AfterFunc(c.t.cfg.PingInterval, c.pingTick)
+	c.qmu.Unlock()
+	c.kick(false) // a close that came first
 	c.initTimer = time.AfterFunc(c.t.cfg.InitTimeout, func() {
 		if !c.acked.Load() {
 			c.closeWith(WSCloseInitTimeout, "Connection initialisation timeout", false)
@@ -645,6 +738,7 @@ func (c *wsConn) closeWith(code int, reason string, flush bool) {
 		c.cancel()
 		close(c.closing)
 	})
+	c.kick(false) // the writer finishes the close
 }
 
 // closeFromReader marks a close that the read side saw first: the peer's
@@ -656,6 +750,7 @@ func (c *wsConn) closeFromReader(code int, reason string) {
 		c.cancel()
 		close(c.closing)
 	})
+	c.kick(false)
 }
 
 // forceClose drops the TCP connection (Shutdown past its deadline).
@@ -694,42 +789,90 @@ func (c *wsConn) drain(ctx context.Context) {
 	}
 }
 
-// writeLoop writes queued messages and pings until the socket closes.
+// kick makes sure a writer runs when there is something to do (queued
+// messages, a ping, the close): it starts one unless one runs. With inline
+// the caller becomes the writer (an operation's pump: it has nothing else
+// to do, and a write then costs no goroutine switch).
+func (c *wsConn) kick(inline bool) {
+	c.qmu.Lock()
+	if c.writing || !c.wstarted {
+		c.qmu.Unlock()
+		return
+	}
+	c.writing = true
+	c.qmu.Unlock()
+	if inline {
+		c.writeLoop()
+	} else {
+		go c.writeLoop()
+	}
+}
+
+// writeLoop (the writer) writes queued messages and pings until there are
+// none; once the socket is closing it finishes the close and no writer
+// runs again.
 func (c *wsConn) writeLoop() {
-	defer close(c.writerDone)
-	tick := time.NewTicker(c.t.cfg.PingInterval)
-	defer tick.Stop()
 	for {
 		if c.isClosing() {
-			c.finishClose()
+			c.finishClose() // writing stays set: no writer after this one
+			close(c.writerDone)
 			return
 		}
-		select {
-		case <-c.closing:
-		case <-c.wake:
-			for !c.isClosing() {
-				m, ok := c.dequeue()
-				if !ok {
-					break
-				}
-				if err := c.write(m); err != nil {
-					c.closeWith(wsCloseDeadPeer, "write failed", false)
-				}
+		c.qmu.Lock()
+		ping := c.pingDue
+		c.pingDue = false
+		var m []byte
+		have := false
+		if !ping {
+			m, have = c.dequeueLocked()
+		}
+		if !ping && !have {
+			if c.isClosing() { // checked under qmu: a later close's kick sees writing clear
+				c.qmu.Unlock()
+				continue
 			}
-		case <-tick.C:
-			if c.acked.Load() {
-				if ka := c.proto.keepAlive(); ka != nil {
-					if err := c.write(ka); err != nil {
-						c.closeWith(wsCloseDeadPeer, "write failed", false)
-						continue
-					}
-				}
+			c.writing = false
+			c.qmu.Unlock()
+			return
+		}
+		c.qmu.Unlock()
+		if ping {
+			c.ping()
+			continue
+		}
+		if err := c.write(m); err != nil {
+			c.closeWith(wsCloseDeadPeer, "write failed", false)
+		}
+	}
+}
+
+// pingTick (timer) asks the writer for a ping every PingInterval.
+func (c *wsConn) pingTick() {
+	c.qmu.Lock()
+	if c.isClosing() { // finishClose stops the timer under qmu once closing
+		c.qmu.Unlock()
+		return
+	}
+	c.pingDue = true
+	c.pingTimer.Reset(c.t.cfg.PingInterval)
+	c.qmu.Unlock()
+	c.kick(false)
+}
+
+// ping (writer) sends the protocol's keep-alive once acknowledged and a
+// websocket ping frame.
+func (c *wsConn) ping() {
+	if c.acked.Load() {
+		if ka := c.proto.keepAlive(); ka != nil {
+			if err := c.write(ka); err != nil {
+				c.closeWith(wsCloseDeadPeer, "write failed", false)
+				return
 			}
-			if !c.expired() {
-				if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.t.cfg.WriteTimeout)); err != nil {
-					c.closeWith(wsCloseDeadPeer, "write failed", false)
-				}
-			}
+		}
+	}
+	if !c.expired() {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.t.cfg.WriteTimeout)); err != nil {
+			c.closeWith(wsCloseDeadPeer, "write failed", false)
 		}
 	}
 }
@@ -749,6 +892,9 @@ func (c *wsConn) write(m []byte) error {
 // finishClose (writer) sends what must still be sent and the close frame,
 // waits for the reader to see the peer's close, and drops the connection.
 func (c *wsConn) finishClose() {
+	c.qmu.Lock()
+	c.pingTimer.Stop()
+	c.qmu.Unlock()
 	if c.closeFlush {
 		for {
 			m, ok := c.dequeue()
@@ -767,9 +913,18 @@ func (c *wsConn) finishClose() {
 	_ = c.ws.Close()
 }
 
-// enqueue queues m for the writer; a full queue closes the socket as a slow
-// consumer. It never blocks.
+// enqueue queues m and starts a writer if none runs; a full queue closes
+// the socket as a slow consumer. It never blocks.
 func (c *wsConn) enqueue(m []byte) bool {
+	if !c.push(m) {
+		return false
+	}
+	c.kick(false)
+	return true
+}
+
+// push queues m without starting a writer (the caller does, see kick).
+func (c *wsConn) push(m []byte) bool {
 	if c.isClosing() {
 		return false
 	}
@@ -782,10 +937,6 @@ func (c *wsConn) enqueue(m []byte) bool {
 	}
 	c.queue = append(c.queue, m)
 	c.qmu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
 	return true
 }
 
@@ -793,6 +944,10 @@ func (c *wsConn) enqueue(m []byte) bool {
 func (c *wsConn) dequeue() ([]byte, bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
+	return c.dequeueLocked()
+}
+
+func (c *wsConn) dequeueLocked() ([]byte, bool) {
 	if len(c.queue) == 0 {
 		return nil, false
 	}
@@ -806,7 +961,7 @@ func (c *wsConn) dequeue() ([]byte, bool) {
 }
 
 // sendOp queues msgs for op while it is active (not completed by the
-// client, not replaced).
+// client, not replaced); the caller then starts a writer (kick).
 func (c *wsConn) sendOp(op *wsOp, msgs ...[]byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -814,7 +969,7 @@ func (c *wsConn) sendOp(op *wsOp, msgs ...[]byte) bool {
 		return false
 	}
 	for _, m := range msgs {
-		if !c.enqueue(m) {
+		if !c.push(m) {
 			return false
 		}
 	}
@@ -876,7 +1031,7 @@ func (c *wsConn) startOp(id string, params *graphql.RawParams, replace bool) (du
 		return false
 	}
 	ctx, cancel := context.WithCancel(c.opBase)
-	op := &wsOp{id: id, cancel: cancel}
+	op := &wsOp{c: c, id: id, cancel: cancel}
 	c.ops[id] = op
 	c.opsWG.Add(1)
 	c.t.ops.Add(1)
@@ -887,11 +1042,28 @@ func (c *wsConn) startOp(id string, params *graphql.RawParams, replace bool) (du
 
 // runOp executes one operation through the executor and sends its results.
 func (c *wsConn) runOp(ctx context.Context, op *wsOp, params *graphql.RawParams) {
-	defer c.opsWG.Done()
-	defer op.cancel()
+	if c.execOp(ctx, op, params) {
+		c.pump(op) // the first value, already signalled
+	}
+}
+
+// execOp runs op until it ends, or until its resolver has claimed the ready
+// signal (then it reports true: op is armed and the caller must pump it).
+func (c *wsConn) execOp(ctx context.Context, op *wsOp, params *graphql.RawParams) (pumped bool) {
+	defer func() {
+		if !pumped {
+			c.opsWG.Done()
+		}
+	}()
+	defer func() {
+		if !pumped {
+			op.cancel()
+		}
+	}()
 	var rc *graphql.OperationContext
 	defer func() {
 		if r := recover(); r != nil {
+			pumped = false
 			var err error
 			if rc != nil && rc.RecoverFunc != nil {
 				err = rc.RecoverFunc(ctx, r)
@@ -916,7 +1088,7 @@ func (c *wsConn) runOp(ctx context.Context, op *wsOp, params *graphql.RawParams)
 	if errs != nil {
 		resp := c.exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
 		c.finishOp(op, c.proto.opError(op.id, resp.Errors)...)
-		return
+		return false
 	}
 	sub := rc.Operation.Operation == ast.Subscription
 	if sub {
@@ -926,14 +1098,18 @@ func (c *wsConn) runOp(ctx context.Context, op *wsOp, params *graphql.RawParams)
 		c.mu.Unlock()
 		if draining {
 			c.finishOp(op)
-			return
+			return false
 		}
+		ctx = context.WithValue(ctx, wsOpKey{}, op)
 	}
 	// the operation's own context: the one DispatchOperation returns may be
 	// cancelled by an extension once the last response is out (the
 	// operation timeout does), which is not the client stopping it
 	opCtx := ctx
 	handler, ctx := c.exec.DispatchOperation(ctx, rc)
+	if sub && op.arm(handler, ctx, opCtx, rc) {
+		return true
+	}
 	for first := true; ; first = false {
 		resp := handler(ctx)
 		if resp == nil {
@@ -942,18 +1118,110 @@ func (c *wsConn) runOp(ctx context.Context, op *wsOp, params *graphql.RawParams)
 		if first && sub && len(resp.Errors) > 0 && wsNoData(resp.Data) {
 			// the source stream could not be created (e.g. NOT_FOUND)
 			c.finishOp(op, c.proto.opError(op.id, resp.Errors)...)
-			return
+			return false
 		}
 		if !c.sendOp(op, c.proto.next(op.id, resp)) {
 			c.finishOp(op) // a no-op when the operation is already gone
-			return
+			return false
 		}
+		c.kick(false)
 	}
 	if opCtx.Err() != nil {
 		c.finishOp(op) // stopped by the client or the socket: nothing more to say
-		return
+		return false
 	}
 	c.finishOp(op, c.proto.complete(op.id))
+	return false
+}
+
+// arm switches op to pumping if its resolver claimed the ready signal; the
+// caller is then op's pump.
+func (op *wsOp) arm(handler graphql.ResponseHandler, ctx, opCtx context.Context, rc *graphql.OperationContext) bool {
+	op.smu.Lock()
+	defer op.smu.Unlock()
+	if !op.claimed {
+		op.ended = true // a late claim gets nothing
+		return false
+	}
+	op.handler, op.hctx, op.octx, op.rc = handler, ctx, opCtx, rc
+	op.armed, op.running, op.first = true, true, true
+	op.stopWake = context.AfterFunc(opCtx, op.wake)
+	return true
+}
+
+// pump (op's only pump while it runs) takes the values signalled, one
+// handler call each, and sends them; it returns when none is left, or ends
+// op when its stream or its context has ended. The caller has set
+// op.running.
+func (c *wsConn) pump(op *wsOp) {
+	for {
+		op.smu.Lock()
+		if op.octx.Err() != nil {
+			op.smu.Unlock()
+			c.endStream(op) // stopped by the client or the socket: nothing more to say
+			return
+		}
+		if op.pending == 0 {
+			op.running = false
+			op.smu.Unlock()
+			return
+		}
+		op.pending--
+		first := op.first
+		op.first = false
+		op.smu.Unlock()
+
+		resp, err := op.next()
+		switch {
+		case err != nil:
+			resp := c.exec.DispatchError(op.hctx, gqlerror.List{gqlerror.WrapIfUnwrapped(err)})
+			c.endStream(op, c.proto.opError(op.id, resp.Errors)...)
+			return
+		case resp == nil:
+			if op.octx.Err() != nil {
+				c.endStream(op)
+			} else {
+				c.endStream(op, c.proto.complete(op.id))
+			}
+			return
+		case first && len(resp.Errors) > 0 && wsNoData(resp.Data):
+			c.endStream(op, c.proto.opError(op.id, resp.Errors)...)
+			return
+		}
+		if !c.sendOp(op, c.proto.next(op.id, resp)) {
+			c.endStream(op)
+			return
+		}
+		c.kick(true) // write it from here unless a writer runs
+	}
+}
+
+// next calls op's handler once, recovering a panic into an error.
+func (op *wsOp) next() (resp *graphql.Response, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			resp = nil
+			if op.rc != nil && op.rc.RecoverFunc != nil {
+				err = op.rc.RecoverFunc(op.hctx, r)
+			}
+			if err == nil {
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}
+	}()
+	return op.handler(op.hctx), nil
+}
+
+// endStream ends a pumped op (from its pump), sending msgs if it is still
+// active.
+func (c *wsConn) endStream(op *wsOp, msgs ...[]byte) {
+	op.smu.Lock()
+	op.ended, op.running = true, false
+	op.smu.Unlock()
+	c.finishOp(op, msgs...)
+	op.stopWake()
+	op.cancel()
+	c.opsWG.Done()
 }
 
 func wsNoData(data json.RawMessage) bool {
@@ -1060,6 +1328,65 @@ func wsMarshal(id, typ string, payload any) []byte {
 	return b
 }
 
+// wsMarshalResponse is wsMarshal(id, typ, resp) for an operation's result,
+// without encoding/json re-validating and re-compacting resp.Data (the
+// executor's own, compact, output): the bulk of every message a
+// subscription sends. Other shapes take wsMarshal.
+func wsMarshalResponse(id, typ string, resp *graphql.Response) []byte {
+	if resp.Label != "" || len(resp.Path) > 0 || resp.HasNext != nil || !wsPlainString(id) || !wsPlainString(typ) {
+		return wsMarshal(id, typ, resp)
+	}
+	var errs, ext []byte
+	var err error
+	if len(resp.Errors) > 0 {
+		if errs, err = json.Marshal(resp.Errors); err != nil {
+			return wsMarshal(id, typ, resp)
+		}
+	}
+	if len(resp.Extensions) > 0 {
+		if ext, err = json.Marshal(resp.Extensions); err != nil {
+			return wsMarshal(id, typ, resp)
+		}
+	}
+	data := bytes.TrimSpace(resp.Data)
+	if len(data) == 0 {
+		data = []byte("null")
+	}
+	b := make([]byte, 0, len(id)+len(typ)+len(data)+len(errs)+len(ext)+64)
+	if id != "" {
+		b = append(b, `{"id":"`...)
+		b = append(b, id...)
+		b = append(b, `","type":"`...)
+	} else {
+		b = append(b, `{"type":"`...)
+	}
+	b = append(b, typ...)
+	b = append(b, `","payload":{`...)
+	if errs != nil {
+		b = append(b, `"errors":`...)
+		b = append(b, errs...)
+		b = append(b, ',')
+	}
+	b = append(b, `"data":`...)
+	b = append(b, data...)
+	if ext != nil {
+		b = append(b, `,"extensions":`...)
+		b = append(b, ext...)
+	}
+	return append(b, "}}"...)
+}
+
+// wsPlainString reports whether encoding/json writes s as is between quotes.
+func wsPlainString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch ch := s[i]; {
+		case ch < 0x20 || ch >= 0x7f, ch == '"', ch == '\\', ch == '<', ch == '>', ch == '&':
+			return false
+		}
+	}
+	return true
+}
+
 func wsHTTPError(w http.ResponseWriter, status int, msg string, code lending.Code) {
 	b, _ := json.Marshal(map[string]any{"errors": []map[string]any{{"message": msg, "extensions": map[string]any{"code": string(code)}}}})
 	w.Header().Set("Content-Type", "application/json")
@@ -1084,7 +1411,7 @@ var wsPing = wsMarshal("", "ping", nil)
 func (wsTransport) keepAlive() []byte { return wsPing }
 
 func (wsTransport) next(id string, resp *graphql.Response) []byte {
-	return wsMarshal(id, "next", resp)
+	return wsMarshalResponse(id, "next", resp)
 }
 
 func (wsTransport) opError(id string, errs gqlerror.List) [][]byte {

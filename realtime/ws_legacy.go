@@ -32,7 +32,7 @@ var wsKeepAlive = wsMarshal("", "ka", nil)
 func (wsLegacy) keepAlive() []byte { return wsKeepAlive }
 
 func (wsLegacy) next(id string, resp *graphql.Response) []byte {
-	return wsMarshal(id, "data", resp)
+	return wsMarshalResponse(id, "data", resp)
 }
 
 func (wsLegacy) opError(id string, errs gqlerror.List) [][]byte {

@@ -86,11 +86,29 @@ func (r *Resolver) eventCtx(ctx context.Context) context.Context {
 	return WithFreshLoaders(ctx, r.Store, r.LoaderWait)
 }
 
-// follower is a subscription's hold on its Hub stream.
+// follower is a subscription's hold on its Hub stream. The Hub hands it
+// events through a callback (realtime.Hub.SubscribeFunc) and a goroutine
+// runs only while there is something to handle, so an idle subscription
+// holds no goroutine and no buffer.
 type follower struct {
 	hub    *realtime.Hub
 	stream string
-	sub    *realtime.Subscription
+	sub    *realtime.Subscription // the worker's (and, before start, the creator's)
+
+	mu      sync.Mutex
+	evs     []realtime.Event // delivered, not taken yet (at most realtime.DefaultBuffer)
+	lagged  bool             // the Hub dropped sub for a full buffer: resubscribe and resync
+	ended   bool             // the Hub closed
+	started bool
+	running bool // a worker goroutine is on it
+	done    bool // finished: no worker will run again
+
+	// set by start
+	ctx    context.Context
+	resync bool
+	handle func(ctx context.Context, evs []realtime.Event, resync bool) error
+	onEnd  func()
+	stop   func() bool
 }
 
 // follow subscribes to stream. Call it before reading the current state.
@@ -98,83 +116,138 @@ func (r *Resolver) follow(stream string) (*follower, error) {
 	if r.Hub == nil {
 		return nil, fmt.Errorf("subscription %s: no realtime hub configured", stream)
 	}
-	return &follower{hub: r.Hub, stream: stream, sub: r.Hub.Subscribe(stream, realtime.DefaultBuffer)}, nil
+	f := &follower{hub: r.Hub, stream: stream}
+	f.subscribe()
+	return f, nil
 }
 
-// reopen resubscribes after the Hub dropped a lagging subscriber; it
-// reports false when the subscription is over for good (the Hub closed).
-func (f *follower) reopen() bool {
-	if f.sub.Err() != realtime.ErrLagged {
-		return false
+// subscribe (re)subscribes to the stream (no lock held).
+func (f *follower) subscribe() {
+	sub := f.hub.SubscribeFunc(f.stream, f.deliver, f.end)
+	f.sub = sub
+	if sub.Err() != nil { // the Hub is closed
+		f.mu.Lock()
+		f.ended = true
+		f.mu.Unlock()
 	}
-	f.sub = f.hub.Subscribe(f.stream, realtime.DefaultBuffer)
+}
+
+// deliver takes an event from the Hub (Hub lock held).
+func (f *follower) deliver(e realtime.Event) bool {
+	f.mu.Lock()
+	if len(f.evs) >= realtime.DefaultBuffer {
+		f.mu.Unlock()
+		return false // lagging: the Hub drops us, we resync
+	}
+	f.evs = append(f.evs, e)
+	f.mu.Unlock()
+	f.kick()
 	return true
 }
 
-// run calls handle with each batch of events (what arrived, plus whatever
-// else is already buffered), with resync true the first time when resync
-// is given and after each lag (having resubscribed first: handle must then
+// end learns from the Hub that the subscription ended (Hub lock held).
+func (f *follower) end(err error) {
+	f.mu.Lock()
+	switch err {
+	case realtime.ErrLagged:
+		f.lagged = true
+	case realtime.ErrHubClosed:
+		f.ended = true
+	}
+	f.mu.Unlock()
+	f.kick()
+}
+
+// kick starts a worker unless one is running (or it is not started, or
+// finished).
+func (f *follower) kick() {
+	f.mu.Lock()
+	if !f.started || f.running || f.done {
+		f.mu.Unlock()
+		return
+	}
+	f.running = true
+	f.mu.Unlock()
+	go f.work()
+}
+
+// close releases a follower that was never started.
+func (f *follower) close() { f.sub.Close() }
+
+// start calls handle with each batch of events (what arrived, plus whatever
+// else arrived meanwhile), with resync true the first time when resync is
+// given and after each lag (having resubscribed first: handle must then
 // re-read everything it may have missed). A handle that fails is retried
-// with backoff together with the events that arrived meanwhile. run returns
-// when ctx ends or the Hub closes, and releases the subscription.
-func (f *follower) run(ctx context.Context, resync bool, handle func(ctx context.Context, evs []realtime.Event, resync bool) error) {
-	defer func() { f.sub.Close() }()
+// with backoff together with the events that arrived meanwhile. When ctx
+// ends or the Hub closes, the follower releases its subscription and calls
+// onEnd (once; from the follower's goroutine).
+func (f *follower) start(ctx context.Context, resync bool, handle func(ctx context.Context, evs []realtime.Event, resync bool) error, onEnd func()) {
+	f.mu.Lock()
+	f.ctx, f.resync, f.handle, f.onEnd = ctx, resync, handle, onEnd
+	f.started, f.running = true, true
+	f.mu.Unlock()
+	f.stop = context.AfterFunc(ctx, f.kick)
+	go f.work()
+}
+
+// work handles what is pending and returns when nothing is (a worker).
+func (f *follower) work() {
 	var evs []realtime.Event
 	var backoff time.Duration
-	take := func(e realtime.Event, ok bool) bool {
-		if !ok {
-			if !f.reopen() {
-				return false
-			}
-			resync = true
-			return true
-		}
-		evs = append(evs, e)
-		return true
-	}
+	f.mu.Lock()
+	resync := f.resync
+	f.resync = false
+	f.mu.Unlock()
 	for {
-		if !resync && len(evs) == 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-f.sub.C:
-				if !take(e, ok) {
-					return
-				}
-			}
-		} else if backoff > 0 {
+		if backoff > 0 {
 			t := time.NewTimer(backoff)
 			select {
-			case <-ctx.Done():
+			case <-f.ctx.Done():
 				t.Stop()
-				return
 			case <-t.C:
 			}
 		}
-	drain:
-		for {
-			select {
-			case e, ok := <-f.sub.C:
-				if !take(e, ok) {
-					return
-				}
-			default:
-				break drain
-			}
+		f.mu.Lock()
+		evs = append(evs, f.evs...)
+		f.evs = nil
+		lagged, ended := f.lagged, f.ended
+		f.lagged = false
+		if f.ctx.Err() != nil || (ended && !lagged) {
+			f.done, f.running = true, false
+			f.mu.Unlock()
+			f.finish()
+			return
+		}
+		if !lagged && !resync && len(evs) == 0 {
+			f.running = false
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Unlock()
+		if lagged {
+			f.subscribe()
+			resync = true
+			continue // the Hub may have closed meanwhile
 		}
 		if len(evs) > maxPendingEvents {
 			evs, resync = evs[:0], true
 		}
-		err := handle(ctx, evs, resync)
-		if ctx.Err() != nil {
-			return
+		err := f.handle(f.ctx, evs, resync)
+		if f.ctx.Err() != nil {
+			continue
 		}
 		if err != nil {
 			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 			continue
 		}
-		evs, resync, backoff = evs[:0], false, 0
+		evs, resync, backoff = nil, false, 0
 	}
+}
+
+func (f *follower) finish() {
+	f.stop()
+	f.close()
+	f.onEnd()
 }
 
 // send puts v on out unless ctx ends first.
@@ -184,6 +257,44 @@ func send[T any](ctx context.Context, out chan<- T, v T) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// outbox is a subscription's channel and the websocket transport's signal
+// (realtime.ClaimStreamReady, nil when the transport does not take it).
+type outbox[T any] struct {
+	c     chan T
+	ready func()
+}
+
+func newOutbox[T any]() *outbox[T] { return &outbox[T]{c: make(chan T, 1)} }
+
+// claim is called once the subscription cannot fail any more, before
+// anything but its first value is sent: from then on the transport reads
+// the channel only when told.
+func (o *outbox[T]) claim(ctx context.Context) {
+	o.ready = realtime.ClaimStreamReady(ctx)
+	if o.ready != nil && len(o.c) > 0 {
+		o.ready()
+	}
+}
+
+// send puts v on the channel (blocking while the previous value is unread)
+// unless ctx ends first.
+func (o *outbox[T]) send(ctx context.Context, v T) error {
+	if err := send(ctx, o.c, v); err != nil {
+		return err
+	}
+	if o.ready != nil {
+		o.ready()
+	}
+	return nil
+}
+
+func (o *outbox[T]) close() {
+	close(o.c)
+	if o.ready != nil {
+		o.ready()
 	}
 }
 
@@ -203,124 +314,206 @@ func (r *Resolver) walletUpdates(ctx context.Context, v lending.Viewer) (<-chan 
 		err = lending.NotFound("Wallet")
 	}
 	if err != nil {
-		f.sub.Close()
+		f.close()
 		return nil, err
 	}
-	out := make(chan *lending.Wallet, 1)
-	out <- w
+	out := newOutbox[*lending.Wallet]()
+	out.c <- w
+	out.claim(ctx)
 	last := w.Version
-	go func() {
-		defer close(out)
-		f.run(ctx, false, func(ctx context.Context, _ []realtime.Event, _ bool) error {
-			w, err := load(ctx)
-			if err != nil || w == nil || w.Version <= last {
-				return err // never an older version after a newer one
-			}
-			last = w.Version
-			return send(ctx, out, w)
-		})
-	}()
-	return out, nil
+	f.start(ctx, false, func(ctx context.Context, _ []realtime.Event, _ bool) error {
+		w, err := load(ctx)
+		if err != nil || w == nil || w.Version <= last {
+			return err // never an older version after a newer one
+		}
+		last = w.Version
+		return out.send(ctx, w)
+	}, out.close)
+	return out.c, nil
 }
 
 // ---------------------------------------------------------------- loanUpdated
 
+// loanUpdates serves loanUpdated from the loan's feed (sharedLoanReads): one
+// Hub subscription and one read per event for all of the instance's
+// subscribers of a loan, each of whom is handed the loan read.
 func (r *Resolver) loanUpdates(ctx context.Context, loanID int64) (<-chan *lending.Loan, error) {
-	f, err := r.follow(loanStream(loanID))
-	if err != nil {
-		return nil, err
+	if r.Hub == nil {
+		return nil, fmt.Errorf("subscription %s: no realtime hub configured", loanStream(loanID))
 	}
+	s := &loanSub{c: make(chan *lending.Loan, 1), last: -1}
+	fd := r.loanReads.join(r, loanID, s) // before reading the current state
 	ectx := r.eventCtx(ctx)
 	l, err := For(ectx).Loan.Load(ectx, loanID)()
 	if err == nil && l == nil {
 		err = lending.NotFound("Loan")
 	}
 	if err != nil {
-		f.sub.Close()
+		r.loanReads.leave(fd, s)
 		return nil, err
 	}
-	out := make(chan *lending.Loan, 1)
-	out <- l
-	last := l.Version
-	go func() {
-		defer close(out)
-		f.run(ctx, false, func(ctx context.Context, evs []realtime.Event, resync bool) error {
-			var newest int64
-			for _, e := range evs {
-				newest = max(newest, e.ID)
-			}
-			if resync {
-				newest = 0 // after a lag: a read of our own, started now
-			}
-			l, err := r.loanReads.read(ctx, r.Store, loanID, newest)
-			// every change to a loan bumps its version: an equal one is a
-			// state already sent
-			if err != nil || l == nil || l.Version <= last {
-				return err
-			}
-			last = l.Version
-			return send(ctx, out, l)
-		})
-	}()
-	return out, nil
+	s.claim(ctx)
+	s.deliver(l) // unless the feed has already handed it a newer state
+	context.AfterFunc(ctx, func() { r.loanReads.leave(fd, s) })
+	return s.c, nil
 }
 
-// sharedLoanReads lets the subscribers of one loan share the read that an
-// event causes: a popular loan has thousands of subscribers on an instance,
-// and each event would otherwise make each of them read it. A read may be
-// shared by every subscriber whose newest event is no newer than the
-// newest event of the subscriber that started it (a loan's events are
-// written under its row lock, so they arrive in commit order: the read
-// started after all of them committed). Loans are public to every
+// sharedLoanReads holds the instance's loan feeds: a popular loan has
+// thousands of subscribers on an instance, and each event would otherwise
+// make each of them read it (and hold a Hub subscription and a goroutine).
+// A loan's feed follows the loan's stream while it has subscribers, reads
+// the loan once per batch of events (after they arrived, so after they
+// committed) and hands the state read to every subscriber, which sends it
+// unless it has sent that version or a newer one. Loans are public to every
 // signed-in user, so sharing shows no one anything they may not see.
 type sharedLoanReads struct {
 	mu sync.Mutex
-	m  map[int64]*loanRead
+	m  map[int64]*loanFeed
 }
 
-type loanRead struct {
-	after int64 // the newest event its starter had received
-	done  chan struct{}
-	loan  *lending.Loan
-	err   error
+type loanFeed struct {
+	loanID int64
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	subs   map[*loanSub]struct{}
+	closed bool
 }
 
-// read returns loanID as read after event id after was received (after 0:
-// a read of the caller's own).
-func (s *sharedLoanReads) read(ctx context.Context, st *store.Store, loanID, after int64) (*lending.Loan, error) {
-	if after == 0 {
-		return readLoan(ctx, st, loanID)
+// loanSub is one subscriber of a loan feed: a channel holding at most the
+// newest state not yet taken (a subscriber that lags gets the newest state
+// only).
+type loanSub struct {
+	mu     sync.Mutex
+	c      chan *lending.Loan
+	ready  func()
+	last   int64 // the newest version handed over (-1: none)
+	closed bool
+}
+
+// join adds s to loanID's feed, starting the feed if needed.
+func (rs *sharedLoanReads) join(r *Resolver, loanID int64, s *loanSub) *loanFeed {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.m == nil {
+		rs.m = map[int64]*loanFeed{}
 	}
+	fd := rs.m[loanID]
+	if fd != nil {
+		fd.mu.Lock()
+		if !fd.closed {
+			fd.subs[s] = struct{}{}
+			fd.mu.Unlock()
+			return fd
+		}
+		fd.mu.Unlock()
+	}
+	fd = &loanFeed{loanID: loanID, subs: map[*loanSub]struct{}{s: {}}}
+	rs.m[loanID] = fd
+	ctx, cancel := context.WithCancel(context.Background())
+	fd.cancel = cancel
+	f, _ := r.follow(loanStream(loanID))
+	f.start(ctx, false, func(ctx context.Context, _ []realtime.Event, _ bool) error {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		l, err := readLoan(rctx, r.Store, loanID)
+		cancel()
+		if err != nil || l == nil {
+			return err
+		}
+		fd.mu.Lock()
+		subs := make([]*loanSub, 0, len(fd.subs))
+		for s := range fd.subs {
+			subs = append(subs, s)
+		}
+		fd.mu.Unlock()
+		for _, s := range subs {
+			s.deliver(l)
+		}
+		return nil
+	}, func() {
+		// the Hub closed, or the last subscriber left
+		fd.mu.Lock()
+		fd.closed = true
+		subs := fd.subs
+		fd.subs = nil
+		fd.mu.Unlock()
+		rs.mu.Lock()
+		if rs.m[loanID] == fd {
+			delete(rs.m, loanID)
+		}
+		rs.mu.Unlock()
+		for s := range subs {
+			s.close()
+		}
+		cancel()
+	})
+	return fd
+}
+
+// leave removes s from fd (ending fd with its last subscriber) and closes s.
+func (rs *sharedLoanReads) leave(fd *loanFeed, s *loanSub) {
+	rs.mu.Lock()
+	fd.mu.Lock()
+	delete(fd.subs, s)
+	last := len(fd.subs) == 0 && !fd.closed
+	if last {
+		fd.closed = true
+		if rs.m[fd.loanID] == fd {
+			delete(rs.m, fd.loanID)
+		}
+	}
+	fd.mu.Unlock()
+	rs.mu.Unlock()
+	if last {
+		fd.cancel()
+	}
+	s.close()
+}
+
+// claim: see outbox.claim.
+func (s *loanSub) claim(ctx context.Context) {
 	s.mu.Lock()
-	if s.m == nil {
-		s.m = map[int64]*loanRead{}
+	defer s.mu.Unlock()
+	s.ready = realtime.ClaimStreamReady(ctx)
+	if s.ready != nil && len(s.c) > 0 {
+		s.ready()
 	}
-	e := s.m[loanID]
-	if e != nil && e.after >= after && !(isDone(e.done) && e.err != nil) {
-		s.mu.Unlock()
-		select {
-		case <-e.done:
-			return e.loan, e.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+}
+
+// deliver hands l to the subscriber unless it has had that version or a
+// newer one; an unread older state is replaced.
+func (s *loanSub) deliver(l *lending.Loan) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// every change to a loan bumps its version: an equal one is a state
+	// already handed over
+	if s.closed || l.Version <= s.last {
+		return
 	}
-	e = &loanRead{after: after, done: make(chan struct{})}
-	if len(s.m) >= 1024 {
-		for id, x := range s.m {
-			if isDone(x.done) {
-				delete(s.m, id)
-			}
-		}
+	s.last = l.Version
+	replaced := false
+	select {
+	case <-s.c:
+		replaced = true
+	default:
 	}
-	s.m[loanID] = e
-	s.mu.Unlock()
-	// the read serves other subscribers too: it must not end with ours
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	e.loan, e.err = readLoan(rctx, st, loanID)
-	cancel()
-	close(e.done)
-	return e.loan, e.err
+	s.c <- l // never blocks: only deliver sends, under s.mu
+	if !replaced && s.ready != nil {
+		s.ready()
+	}
+}
+
+func (s *loanSub) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	close(s.c)
+	if s.ready != nil {
+		s.ready()
+	}
 }
 
 func readLoan(ctx context.Context, st *store.Store, loanID int64) (*lending.Loan, error) {
@@ -329,15 +522,6 @@ func readLoan(ctx context.Context, st *store.Store, loanID int64) (*lending.Loan
 		return nil, err
 	}
 	return m[loanID], nil
-}
-
-func isDone(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
 
 // ---------------------------------------------------------------- notificationAdded and messageAdded
@@ -400,66 +584,64 @@ type itemFeed[T any] struct {
 // mark is the id after which items are "new": the cursor given, or the
 // newest item when subscribing without one.
 func (it itemFeed[T]) start(ctx context.Context, f *follower, mark int64, replay bool) <-chan T {
-	out := make(chan T, 1)
+	out := newOutbox[T]()
+	out.claim(ctx)
 	sent := newSentIDs(sentMemory)
 	emit := func(ctx context.Context, v T) error {
 		id := it.id(v)
 		if sent.has(id) {
 			return nil
 		}
-		if err := send(ctx, out, v); err != nil {
+		if err := out.send(ctx, v); err != nil {
 			return err
 		}
 		sent.add(id)
 		mark = max(mark, id)
 		return nil
 	}
-	go func() {
-		defer close(out)
-		f.run(ctx, replay, func(ctx context.Context, evs []realtime.Event, resync bool) error {
-			if resync {
-				// everything after the last item sent (or the cursor)
-				for {
-					page, err := it.after(ctx, mark, replayPage)
-					if err != nil {
-						return err
-					}
-					for _, v := range page {
-						if err := emit(ctx, v); err != nil {
-							return err
-						}
-						mark = max(mark, it.id(v))
-					}
-					if len(page) < replayPage {
-						break
-					}
+	f.start(ctx, replay, func(ctx context.Context, evs []realtime.Event, resync bool) error {
+		if resync {
+			// everything after the last item sent (or the cursor)
+			for {
+				page, err := it.after(ctx, mark, replayPage)
+				if err != nil {
+					return err
 				}
-			}
-			var ids []int64
-			for _, e := range evs {
-				if id, ok := it.idOf(e); ok && !sent.has(id) && !slices.Contains(ids, id) {
-					ids = append(ids, id)
-				}
-			}
-			if len(ids) == 0 {
-				return nil
-			}
-			got, err := it.byID(ctx, ids)
-			if err != nil {
-				return err
-			}
-			slices.Sort(ids)
-			for _, id := range ids {
-				if v, ok := got[id]; ok {
+				for _, v := range page {
 					if err := emit(ctx, v); err != nil {
 						return err
 					}
+					mark = max(mark, it.id(v))
+				}
+				if len(page) < replayPage {
+					break
 				}
 			}
+		}
+		var ids []int64
+		for _, e := range evs {
+			if id, ok := it.idOf(e); ok && !sent.has(id) && !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
 			return nil
-		})
-	}()
-	return out
+		}
+		got, err := it.byID(ctx, ids)
+		if err != nil {
+			return err
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			if v, ok := got[id]; ok {
+				if err := emit(ctx, v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}, out.close)
+	return out.c
 }
 
 func (r *Resolver) notificationUpdates(ctx context.Context, v lending.Viewer, after *string) (<-chan *lending.Notification, error) {
@@ -477,7 +659,7 @@ func (r *Resolver) notificationUpdates(ctx context.Context, v lending.Viewer, af
 	}
 	if after == nil {
 		if mark, err = r.Store.LatestNotificationID(ctx, v); err != nil {
-			f.sub.Close()
+			f.close()
 			return nil, err
 		}
 	}
@@ -529,7 +711,7 @@ func (r *Resolver) messageUpdates(ctx context.Context, v lending.Viewer, chatID 
 	}
 	if after == nil {
 		if mark, err = r.Store.LatestMessageID(ctx, v, chat); err != nil {
-			f.sub.Close()
+			f.close()
 			return nil, err
 		}
 	}
