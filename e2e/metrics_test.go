@@ -69,7 +69,7 @@ func TestMetricsForTheRealtimePath(t *testing.T) {
 	c.subscribe("w", `subscription { walletUpdated { version } }`, nil)
 	c.expectNext("w", 5*time.Second) // the current state
 	e.deposit(w.tokens["inv1"], "10.00", "metrics-dep")
-	c.expectNext("w", 5*time.Second) // the deposit's change
+	c.expectNext("w", 5*time.Second)                                    // the deposit's change
 	c.subscribe("w", `subscription { walletUpdated { version } }`, nil) // a duplicate id: 4409
 	if code := c.closeCode(5 * time.Second); code != 4409 {
 		t.Fatalf("close code %d, want 4409", code)
