@@ -210,10 +210,7 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 // recovery, limits (depth, cost, aliases, …, persisted operations), rate
 // limits (charged by cost, after the limits), metrics and logs.
 func (a *App) GraphQLServer() (*handler.Server, error) {
-	r := &resolvers.Resolver{Store: a.Store, Auth: a.Auth, PSP: a.PSP, Now: a.Now, Hub: a.Hub, LoaderWait: a.Config.LoaderWait}
-	if a.Limiter != nil {
-		r.SignInGuard = signInGuard{a.Limiter}
-	}
+	r := &resolvers.Resolver{Store: a.Store, Auth: a.Auth, PSP: a.PSP, Now: a.Now, Hub: a.Hub, SignInGuard: signInGuard{a.Limiter}}
 	srv := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: r}))
 	srv.AddTransport(a.WS)
 	srv.AddTransport(httpapi.Transport{MaxBodyBytes: httpapi.DefaultMaxBodyBytes})
@@ -225,12 +222,10 @@ func (a *App) GraphQLServer() (*handler.Server, error) {
 	}
 	lc := a.Config.Limits
 	lc.Logger = a.Log
-	if err := limits.Install(srv, lc, a.Redis, a.Config.RedisPrefix); err != nil {
+	if err := limits.Install(srv, lc, a.limiterRedis, a.Config.RedisPrefix); err != nil {
 		return nil, fmt.Errorf("GraphQL limits: %w", err)
 	}
-	if a.Limiter != nil {
-		srv.Use(a.Limiter.Extension())
-	}
+	srv.Use(a.Limiter.Extension())
 	srv.Use(observe.Operations{Metrics: a.Metrics, Log: a.Log})
 	srv.Use(resolvers.SubscriptionLoaders{Store: a.Store, Wait: a.Config.LoaderWait})
 	return srv, nil
@@ -244,6 +239,8 @@ func (a *App) routes() (http.Handler, error) {
 	}
 	m := a.Metrics
 	httpGQL := m.Middleware("/graphql", a.Limiter.Middleware(a.Auth.Middleware(resolvers.LoaderMiddleware(a.Store, a.Config.LoaderWait, srv))))
+	// the socket's operations are charged to its user and address
+	wsGQL := a.Limiter.Middleware(srv)
 	// websocket upgrades go straight to the server: the transport
 	// authenticates at connection_init and gives every operation its own
 	// loaders; the HTTP middlewares would time the socket's whole life
@@ -253,8 +250,7 @@ func (a *App) routes() (http.Handler, error) {
 				http.Error(w, "shutting down", http.StatusServiceUnavailable)
 				return
 			}
-			// the socket's operations are charged to its user and address
-			srv.ServeHTTP(w, r.WithContext(ratelimit.WithClientIP(r.Context(), a.Limiter.ClientIP(r))))
+			wsGQL.ServeHTTP(w, r)
 			return
 		}
 		httpGQL.ServeHTTP(w, r)

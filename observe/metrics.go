@@ -5,7 +5,6 @@ package observe
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -184,30 +183,18 @@ func operationTypeName(op *ast.OperationDefinition) string {
 	return string(op.Operation)
 }
 
-// errorCodes lists the extensions.code of each error.
-func errorCodes(errs []*graphqlError) []string {
-	out := make([]string, 0, len(errs))
-	for _, e := range errs {
-		out = append(out, e.code)
-	}
-	return out
-}
-
-type graphqlError struct{ code string }
-
-func codesOf(resp *graphql.Response) []*graphqlError {
+// errorCodes lists the extensions.code of each error ("UNKNOWN" when none).
+func errorCodes(resp *graphql.Response) []string {
 	if resp == nil {
 		return nil
 	}
-	out := make([]*graphqlError, 0, len(resp.Errors))
+	out := make([]string, 0, len(resp.Errors))
 	for _, e := range resp.Errors {
 		c, _ := e.Extensions["code"].(string)
 		if c == "" {
 			c = "UNKNOWN"
 		}
-		out = append(out, &graphqlError{code: c})
+		out = append(out, c)
 	}
 	return out
 }
-
-var _ = context.Background

@@ -26,7 +26,8 @@ func RequestID(ctx context.Context) string {
 
 // Operations is a gqlgen extension that records every operation's count,
 // latency and error codes, and logs one JSON line per query or mutation
-// (request id, user id, operation, type, duration, error codes; never
+// (user id, operation, type, duration, error codes, and the request id that
+// the app's log handler (WithRequestIDs) adds from the context; never
 // variables, which may hold passwords, tokens or Pix keys).
 type Operations struct {
 	Metrics *Metrics
@@ -59,9 +60,9 @@ func (o Operations) InterceptOperation(ctx context.Context, next graphql.Operati
 		if typ == "subscription" {
 			o.Metrics.EventsDelivered.WithLabelValues(name).Inc()
 		}
-		errs := codesOf(resp)
-		for _, e := range errs {
-			o.Metrics.Errors.WithLabelValues(name, e.code).Inc()
+		codes := errorCodes(resp)
+		for _, c := range codes {
+			o.Metrics.Errors.WithLabelValues(name, c).Inc()
 		}
 		if !first {
 			return resp
@@ -69,16 +70,16 @@ func (o Operations) InterceptOperation(ctx context.Context, next graphql.Operati
 		first = false
 		d := time.Since(start)
 		outcome := "ok"
-		if len(errs) > 0 {
+		if len(codes) > 0 {
 			outcome = "error"
 		}
 		o.Metrics.Operations.WithLabelValues(name, typ, outcome).Inc()
 		o.Metrics.OperationSeconds.WithLabelValues(name, typ).Observe(d.Seconds())
 		if o.Log != nil {
-			attrs := []any{"request_id", RequestID(ctx), "user_id", lending.ViewerFrom(ctx).UserID,
+			attrs := []any{"user_id", lending.ViewerFrom(ctx).UserID,
 				"operation", name, "type", typ, "duration_ms", float64(d.Microseconds()) / 1000}
-			if len(errs) > 0 {
-				attrs = append(attrs, "error_codes", errorCodes(errs))
+			if len(codes) > 0 {
+				attrs = append(attrs, "error_codes", codes)
 			}
 			o.Log.InfoContext(ctx, "graphql operation", attrs...)
 		}

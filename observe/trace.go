@@ -248,7 +248,7 @@ func (x tracingExtension) InterceptOperation(ctx context.Context, next graphql.O
 		resp := h(rctx)
 		if ended.CompareAndSwap(false, true) {
 			if resp != nil && len(resp.Errors) > 0 {
-				list := errorCodes(codesOf(resp))
+				list := errorCodes(resp)
 				span.SetAttributes(attribute.StringSlice("graphql.error_codes", list))
 				span.SetStatus(errorStatus(list))
 			}

@@ -97,9 +97,6 @@ func New(cfg Config) (*Limiter, error) {
 	return l, nil
 }
 
-// Config returns the configuration in effect, with its defaults filled in.
-func (l *Limiter) Config() Config { return l.cfg }
-
 // Allow charges cost to s's budgets: the user's (when s.UserID > 0) and the
 // IP's (when s.IP != ""). It charges all of them or none. HTTP operations
 // are charged through Extension. A websocket transport that does not create

@@ -6,7 +6,6 @@ import (
 	"mutuo/auth"
 	"mutuo/graph/model"
 	"mutuo/lending"
-	"mutuo/store"
 )
 
 // private fails with FORBIDDEN unless the viewer is the owner or an admin;
@@ -17,8 +16,6 @@ func private(ctx context.Context, owner int64) error {
 	}
 	return nil
 }
-
-func lendingStatusFilter(s []lending.LoanStatus) string { return store.StatusFilter(s) }
 
 // payload answers an operation that created a session: the rest of the
 // response is resolved as the session's user.

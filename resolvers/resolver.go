@@ -24,9 +24,6 @@ type Resolver struct {
 	Now func() time.Time
 	// Hub is the instance's realtime hub, which the subscriptions listen to.
 	Hub *realtime.Hub
-	// LoaderWait is how long a subscription's per-event loaders wait for
-	// sibling loads (as the request loaders do).
-	LoaderWait time.Duration
 	// SignInGuard limits sign-in attempts (the rate limiter); nil means none.
 	SignInGuard SignInGuard
 

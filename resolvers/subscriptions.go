@@ -29,15 +29,6 @@ import (
 	"mutuo/store"
 )
 
-// Streams, as the store's use cases write them to the outbox.
-func walletStream(userID int64) string       { return fmt.Sprintf("wallet:%d", userID) }
-func loanStream(loanID int64) string         { return fmt.Sprintf("loan:%d", loanID) }
-func notificationStream(userID int64) string { return fmt.Sprintf("notifications:%d", userID) }
-func messageStream(userID int64) string      { return fmt.Sprintf("messages:%d", userID) }
-
-// tagNotifications is the Notification edge cursors' tag (store.Notifications).
-const tagNotifications = "notifications"
-
 const (
 	// replayPage is how many rows a replay reads at a time.
 	replayPage = 500
@@ -79,11 +70,6 @@ func (e SubscriptionLoaders) InterceptResponse(ctx context.Context, next graphql
 		}
 	}
 	return next(ctx)
-}
-
-// eventCtx is ctx with fresh loaders, for the reads of one event.
-func (r *Resolver) eventCtx(ctx context.Context) context.Context {
-	return WithFreshLoaders(ctx, r.Store, r.LoaderWait)
 }
 
 // follower is a subscription's hold on its Hub stream. The Hub hands it
@@ -301,13 +287,15 @@ func (o *outbox[T]) close() {
 // ---------------------------------------------------------------- walletUpdated
 
 func (r *Resolver) walletUpdates(ctx context.Context, v lending.Viewer) (<-chan *lending.Wallet, error) {
-	f, err := r.follow(walletStream(v.UserID))
+	f, err := r.follow(store.WalletStream(v.UserID))
 	if err != nil {
 		return nil, err
 	}
+	// one key: read it directly (a loader would only wait for siblings
+	// that never come)
 	load := func(ctx context.Context) (*lending.Wallet, error) {
-		ctx = r.eventCtx(ctx)
-		return For(ctx).WalletByUser.Load(ctx, v.UserID)()
+		m, err := r.Store.WalletsByUserID(ctx, v, []int64{v.UserID})
+		return m[v.UserID], err
 	}
 	w, err := load(ctx)
 	if err == nil && w == nil {
@@ -339,12 +327,11 @@ func (r *Resolver) walletUpdates(ctx context.Context, v lending.Viewer) (<-chan 
 // subscribers of a loan, each of whom is handed the loan read.
 func (r *Resolver) loanUpdates(ctx context.Context, loanID int64) (<-chan *lending.Loan, error) {
 	if r.Hub == nil {
-		return nil, fmt.Errorf("subscription %s: no realtime hub configured", loanStream(loanID))
+		return nil, fmt.Errorf("subscription %s: no realtime hub configured", store.LoanStream(loanID))
 	}
 	s := &loanSub{c: make(chan *lending.Loan, 1), last: -1}
 	fd := r.loanReads.join(r, loanID, s) // before reading the current state
-	ectx := r.eventCtx(ctx)
-	l, err := For(ectx).Loan.Load(ectx, loanID)()
+	l, err := readLoan(ctx, r.Store, loanID)
 	if err == nil && l == nil {
 		err = lending.NotFound("Loan")
 	}
@@ -412,7 +399,7 @@ func (rs *sharedLoanReads) join(r *Resolver, loanID int64, s *loanSub) *loanFeed
 	rs.m[loanID] = fd
 	ctx, cancel := context.WithCancel(context.Background())
 	fd.cancel = cancel
-	f, _ := r.follow(loanStream(loanID))
+	f, _ := r.follow(store.LoanStream(loanID))
 	f.start(ctx, false, func(ctx context.Context, _ []realtime.Event, _ bool) error {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		l, err := readLoan(rctx, r.Store, loanID)
@@ -647,13 +634,13 @@ func (it itemFeed[T]) start(ctx context.Context, f *follower, mark int64, replay
 func (r *Resolver) notificationUpdates(ctx context.Context, v lending.Viewer, after *string) (<-chan *lending.Notification, error) {
 	var mark int64
 	if after != nil {
-		c, err := store.DecodeCursor(*after, tagNotifications)
+		c, err := store.DecodeCursor(*after, store.TagNotifications)
 		if err != nil {
 			return nil, err
 		}
 		mark = c.ID
 	}
-	f, err := r.follow(notificationStream(v.UserID))
+	f, err := r.follow(store.NotificationStream(v.UserID))
 	if err != nil {
 		return nil, err
 	}
@@ -705,7 +692,7 @@ func (r *Resolver) messageUpdates(ctx context.Context, v lending.Viewer, chatID 
 		}
 		mark = c.ID
 	}
-	f, err := r.follow(messageStream(v.UserID))
+	f, err := r.follow(store.MessageStream(v.UserID))
 	if err != nil {
 		return nil, err
 	}

@@ -40,7 +40,7 @@ func newSenv(t *testing.T) *senv {
 	s := store.New(db.Pool)
 	hub := realtime.NewHub()
 	e := &senv{t: t, ctx: context.Background(), s: s, db: db, hub: hub,
-		r: &resolvers.Resolver{Store: s, Hub: hub, LoaderWait: time.Millisecond}}
+		r: &resolvers.Resolver{Store: s, Hub: hub}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	b := &realtime.Broker{Redis: rd.Client, Prefix: rd.Prefix, Hub: hub, Store: s}

@@ -11,7 +11,6 @@ import (
 	"mutuo/graph/model"
 	"mutuo/lending"
 	"mutuo/store"
-	"time"
 )
 
 func (r *borrowerResolver) User(ctx context.Context, obj *lending.Borrower) (*lending.User, error) {
@@ -34,7 +33,7 @@ func (r *borrowerResolver) MonthlyIncome(ctx context.Context, obj *lending.Borro
 
 func (r *borrowerResolver) Loans(ctx context.Context, obj *lending.Borrower, first *int, after *string, status []lending.LoanStatus) (*model.LoanConnection, error) {
 	l := For(ctx)
-	k, err := pageKey(obj.ID, first, after, lendingStatusFilter(status))
+	k, err := pageKey(obj.ID, first, after, store.StatusFilter(status))
 	if err != nil {
 		return nil, err
 	}
@@ -46,13 +45,14 @@ func (r *borrowerResolver) Loans(ctx context.Context, obj *lending.Borrower, fir
 }
 
 func (r *chatResolver) Participants(ctx context.Context, obj *lending.Chat) ([]*lending.User, error) {
-	users := make([]*lending.User, len(obj.UserIDs))
-	for i, id := range obj.UserIDs {
-		u, err := loadOne(ctx, For(ctx).User, id, "User")
-		if err != nil {
-			return nil, err
+	users, errs := For(ctx).User.LoadMany(ctx, obj.UserIDs)()
+	for i, u := range users {
+		if i < len(errs) && errs[i] != nil {
+			return nil, errs[i]
 		}
-		users[i] = u
+		if u == nil {
+			return nil, lending.NotFound("User")
+		}
 	}
 	return users, nil
 }
@@ -111,7 +111,7 @@ func (r *investorResolver) Portfolio(ctx context.Context, obj *lending.Investor)
 	if err := private(ctx, obj.UserID); err != nil {
 		return nil, err
 	}
-	return r.Store.Portfolio(ctx, obj.ID, time.Now())
+	return r.Store.Portfolio(ctx, obj.ID, r.now())
 }
 
 func (r *ledgerEntryResolver) Loan(ctx context.Context, obj *lending.LedgerEntry) (*lending.Loan, error) {

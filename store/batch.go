@@ -151,6 +151,7 @@ const (
 	TagBorrowerLoans       = "borrower.loans"
 	TagWalletEntries       = "wallet.entries"
 	TagChatMessages        = "chat.messages"
+	TagNotifications       = "notifications" // the top-level notifications listing
 )
 
 // nestedPages loads one page per key in one statement: sql must select the

@@ -140,11 +140,12 @@ func (s *Store) SendMessage(ctx context.Context, v lending.Viewer, chatID int64,
 		// The chat row, locked, and only if the viewer is in it.
 		var loanID *int64
 		var senderName string
+		var low, high int64 // a chat's members are exactly its two users
 		err := tx.QueryRow(ctx, `
-			SELECT c.loan_id, u.name FROM chats c
+			SELECT c.loan_id, u.name, c.user_low, c.user_high FROM chats c
 			JOIN chat_members cm ON cm.chat_id = c.id AND cm.user_id = $2
 			JOIN users u ON u.id = cm.user_id
-			WHERE c.id = $1 FOR NO KEY UPDATE OF c`, chatID, v.UserID).Scan(&loanID, &senderName)
+			WHERE c.id = $1 FOR NO KEY UPDATE OF c`, chatID, v.UserID).Scan(&loanID, &senderName, &low, &high)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return lending.NotFound("Chat")
 		}
@@ -179,10 +180,7 @@ func (s *Store) SendMessage(ctx context.Context, v lending.Viewer, chatID int64,
 		if err := mustOne(tag, "touch chat"); err != nil {
 			return err
 		}
-		members, err := collect(ctx, tx, scanInt64, `SELECT user_id FROM chat_members WHERE chat_id = $1 ORDER BY user_id`, chatID)
-		if err != nil {
-			return fmt.Errorf("members of chat %d: %w", chatID, err)
-		}
+		members := []int64{low, high}
 		tag, err = tx.Exec(ctx, `UPDATE chat_members SET last_read_message_id = greatest(last_read_message_id, $3)
 			WHERE chat_id = $1 AND user_id = $2`, chatID, v.UserID, m.ID)
 		if err != nil {
@@ -193,7 +191,7 @@ func (s *Store) SendMessage(ctx context.Context, v lending.Viewer, chatID int64,
 		}
 		title, preview := "Nova mensagem de "+senderName, messagePreview(body)
 		for _, uid := range members {
-			if err := emit(ctx, tx, fmt.Sprintf("messages:%d", uid), "message.added",
+			if err := emit(ctx, tx, MessageStream(uid), "message.added",
 				map[string]any{"messageId": m.ID, "chatId": chatID, "userId": uid}); err != nil {
 				return err
 			}
@@ -306,9 +304,4 @@ func messagePreview(body string) string {
 	}
 	r := []rune(s)
 	return strings.TrimRight(string(r[:previewRunes-1]), " ") + "…"
-}
-
-func scanInt64(row pgx.Row) (int64, error) {
-	var n int64
-	return n, row.Scan(&n)
 }

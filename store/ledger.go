@@ -209,6 +209,12 @@ func userWallet(ctx context.Context, q querier, userID int64) (int64, error) {
 
 // ---------------------------------------------------------------- events
 
+// The outbox streams the use cases write and the subscriptions follow.
+func WalletStream(userID int64) string       { return fmt.Sprintf("wallet:%d", userID) }
+func LoanStream(loanID int64) string         { return fmt.Sprintf("loan:%d", loanID) }
+func NotificationStream(userID int64) string { return fmt.Sprintf("notifications:%d", userID) }
+func MessageStream(userID int64) string      { return fmt.Sprintf("messages:%d", userID) }
+
 // emit writes an outbox row in tx: the event leaves the database only after
 // COMMIT, through the relay.
 func emit(ctx context.Context, tx pgx.Tx, stream, topic string, payload any) error {
@@ -223,12 +229,12 @@ func emit(ctx context.Context, tx pgx.Tx, stream, topic string, payload any) err
 }
 
 func emitWallet(ctx context.Context, tx pgx.Tx, walletID, userID int64, version int) error {
-	return emit(ctx, tx, fmt.Sprintf("wallet:%d", userID), "wallet.updated",
+	return emit(ctx, tx, WalletStream(userID), "wallet.updated",
 		map[string]any{"walletId": walletID, "userId": userID, "version": version})
 }
 
 func emitLoan(ctx context.Context, tx pgx.Tx, loanID int64, status lending.LoanStatus) error {
-	return emit(ctx, tx, fmt.Sprintf("loan:%d", loanID), "loan.updated", map[string]any{"loanId": loanID, "status": status})
+	return emit(ctx, tx, LoanStream(loanID), "loan.updated", map[string]any{"loanId": loanID, "status": status})
 }
 
 // notify writes a notification for a user and its outbox event, in tx.
@@ -238,7 +244,7 @@ func notify(ctx context.Context, tx pgx.Tx, userID int64, kind lending.Notificat
 		userID, kind, title, body, loanID).Scan(&id); err != nil {
 		return fmt.Errorf("insert notification: %w", err)
 	}
-	return emit(ctx, tx, fmt.Sprintf("notifications:%d", userID), "notification.added",
+	return emit(ctx, tx, NotificationStream(userID), "notification.added",
 		map[string]any{"notificationId": id, "userId": userID})
 }
 

@@ -325,18 +325,23 @@ func (s *Store) Invest(ctx context.Context, v lending.Viewer, loanID int64, amou
 			fmt.Sprintf("R$ %v is reserved for loan #%d until it is fully funded.", amount, loanID), &loanID); err != nil {
 			return err
 		}
-		if err := emitLoan(ctx, tx, loanID, lending.LoanFunding); err != nil {
-			return err
-		}
-		if completes {
-			if err := disburse(ctx, tx, loan, now); err != nil {
+		if !completes {
+			// (a completing investment's loan changes again below, and
+			// emits its own events)
+			if err := emitLoan(ctx, tx, loanID, lending.LoanFunding); err != nil {
 				return err
 			}
+		} else if err := disburse(ctx, tx, loan, now); err != nil {
+			return err
 		}
 		if err := finishKey(ctx, tx, v.UserID, idemKey, inv.ID); err != nil {
 			return err
 		}
-		out, err = investmentByID(ctx, tx, inv.ID)
+		if !completes {
+			out = inv // nothing changed it since the insert
+			return nil
+		}
+		out, err = investmentByID(ctx, tx, inv.ID) // now ACTIVE
 		return err
 	})
 	if err != nil {

@@ -311,7 +311,7 @@ func (s *Store) Chats(ctx context.Context, v lending.Viewer, limit int, after *s
 
 // Notifications lists the viewer's notifications, newest first.
 func (s *Store) Notifications(ctx context.Context, v lending.Viewer, unreadOnly bool, limit int, after *string) (Page[*lending.Notification], error) {
-	const tag = "notifications"
+	const tag = TagNotifications
 	id, err := afterID(after, tag)
 	if err != nil {
 		return Page[*lending.Notification]{}, err

@@ -24,9 +24,6 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 // Pool exposes the pool for health checks and benchmarks.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Ping checks that Postgres answers.
-func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
-
 // inTx runs fn in one transaction, committing if it returns nil. Serialization
 // failures and deadlocks are retried a few times.
 func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
