@@ -268,8 +268,11 @@ func (s *Store) Invest(ctx context.Context, v lending.Viewer, loanID int64, amou
 			out, err = investmentByID(ctx, tx, rid)
 			return err
 		}
-		var investorID int64
-		err = tx.QueryRow(ctx, `SELECT id FROM investors WHERE user_id = $1`, v.UserID).Scan(&investorID)
+		// the investor and their wallet in one round trip, before the loan's
+		// lock (neither read locks anything)
+		var investorID, walletID int64
+		err = tx.QueryRow(ctx, `SELECT iv.id, w.id FROM investors iv JOIN wallets w ON w.user_id = iv.user_id
+			WHERE iv.user_id = $1`, v.UserID).Scan(&investorID, &walletID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return lending.Forbidden("only investors may invest")
 		}
@@ -284,10 +287,6 @@ func (s *Store) Invest(ctx context.Context, v lending.Viewer, loanID int64, amou
 			return lending.Forbidden("you cannot invest in your own loan")
 		}
 		if err := lending.CheckInvestment(loan.Loan, amount, now); err != nil {
-			return err
-		}
-		walletID, err := userWallet(ctx, tx, v.UserID)
-		if err != nil {
 			return err
 		}
 		completes := loan.FundedAmount+amount == loan.Amount
