@@ -607,6 +607,21 @@ func TestResumeNotificationsAfter(t *testing.T) {
 	c2.subscribe("bad", notifSubQ, map[string]any{"a": mcur[msgs[0]]})
 	wantCodes(t, c2.expectError("bad", wsWait), "BAD_USER_INPUT", "a message cursor as a notification cursor")
 	c2.sync()
+
+	// A phone that only has what it received live resumes after a
+	// notification's id; another user's notification is refused like a bad
+	// cursor.
+	c2.subscribe("byid", notifSubQ, map[string]any{"a": all[len(all)-3]})
+	if got := ids(c2.collect("byid", "notificationAdded", 2)); !slices.Equal(got, all[len(all)-2:]) {
+		t.Fatalf("after id %s: got %v, want %v", all[len(all)-3], got, all[len(all)-2:])
+	}
+	c2.quiet(300 * time.Millisecond)
+	e.sendMsg(ana, chat, "para a Carla")
+	carlas, _ := e.notificationIDs(carla)
+	c2.quiet(300 * time.Millisecond) // (Ana's own message notifies only Carla)
+	c2.subscribe("theirs", notifSubQ, map[string]any{"a": carlas[0]})
+	wantCodes(t, c2.expectError("theirs", wsWait), "BAD_USER_INPUT", "another user's notification id")
+	c2.sync()
 }
 
 // TestResumeMessagesAfter: the same for messageAdded, for one chat and for
@@ -840,13 +855,8 @@ func TestRealtimeQueriesAndMutationsComplete(t *testing.T) {
 // caller's chats (and, the same way, notificationAdded) after a message
 // with a smaller id committed later than the one the cursor names. Two
 // chats' messages are written by unrelated transactions, so ids need not
-// commit in order; a live subscriber gets both, but a replay of "id >
-// cursor" skips the late one for good.
-//
-// Known gap, not fixed yet (it needs a commit-ordered resume point: a
-// publication sequence stamped by the relay): the setup always runs and
-// must work; where the gap shows, the test says so and skips, and once the
-// gap is fixed it passes by itself.
+// commit in order; a live subscriber gets both, and so must a resumed one:
+// resuming goes by publication sequence number, not by id.
 func TestResumeAfterOutOfOrderCommit(t *testing.T) {
 	e := newEnv(t)
 	w := apiWorld(t, e)
@@ -910,10 +920,6 @@ func TestResumeAfterOutOfOrderCommit(t *testing.T) {
 	c2.subscribe("all", msgSubQ, map[string]any{"a": cur[fast]})
 	after := e.sendMsg(bruno, chat2, "depois")
 	got := ids(c2.collect("all", "messageAdded", 1))
-	if want := []string{slow, after}; got[0] != slow {
-		t.Skipf("KNOWN GAP reproduced (issue #4): resumed after %s (id %d): first got %v, want exactly %v: message %d, committed while Carla was away, is never delivered",
-			fast, numID(t, fast), got, want, numID(t, slow))
-	}
 	got = append(got, ids(c2.collect("all", "messageAdded", 1))...)
 	if want := []string{slow, after}; !slices.Equal(got, want) {
 		t.Fatalf("resumed: got %v, want exactly %v", got, want)

@@ -197,6 +197,9 @@ type Message struct {
 	Body            string
 	ClientMessageID *string
 	CreatedAt       time.Time
+	// PubSeq is the message's place in the publication sequence (the
+	// order the outbox relay published it in; 0 until it is numbered).
+	PubSeq int64
 }
 
 // GID is the message's global ID.
@@ -212,6 +215,8 @@ type Notification struct {
 	LoanID    *int64
 	ReadAt    *time.Time
 	CreatedAt time.Time
+	// PubSeq: see Message.PubSeq.
+	PubSeq int64
 }
 
 // GID is the notification's global ID.

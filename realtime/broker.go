@@ -17,9 +17,6 @@ import (
 
 // Broker defaults.
 const (
-	// DefaultCatchUpMargin is how many outbox ids below the newest one seen
-	// a broker re-reads after a reconnect (see Broker).
-	DefaultCatchUpMargin = 1000
 	// DefaultPingInterval is how long the broker waits on a silent
 	// subscription before it pings Redis; no answer within another interval
 	// and it reconnects.
@@ -32,10 +29,11 @@ const (
 //
 // Events published while it was not subscribed are gone from Redis, so
 // after every (re)subscription it reads them back from the outbox table:
-// the rows after the newest id it has seen, less CatchUpMargin ids (rows
-// that committed out of id order). The Hub drops those it already
-// dispatched. On its first subscription it reads the rows committed since
-// it started. With a nil Store it skips these reads.
+// the rows numbered after the newest publication sequence number it has
+// seen (published or about to be: numbering is a prefix that only grows,
+// so nothing numbered later can have a smaller number). The Hub drops those
+// it already dispatched. On its first subscription it reads the rows
+// numbered since it started. With a nil Store it skips these reads.
 //
 // Set the exported fields before Run.
 type Broker struct {
@@ -43,14 +41,12 @@ type Broker struct {
 	Prefix string
 	Hub    *Hub
 	Store  *store.Store
-	// CatchUpMargin (DefaultCatchUpMargin if 0; negative: none).
-	CatchUpMargin int64
 	// PingInterval (DefaultPingInterval if 0).
 	PingInterval time.Duration
 	Logger       *slog.Logger
 
 	ready    atomic.Bool
-	lastSeen atomic.Int64 // newest event id handed to the hub (or the start baseline)
+	lastSeen atomic.Int64 // newest publication sequence number handed to the hub (or the start baseline)
 	started  atomic.Bool  // lastSeen is meaningful
 	received atomic.Int64
 	resubs   atomic.Int64
@@ -99,11 +95,11 @@ var errNoPong = errors.New("redis did not answer a ping")
 func (b *Broker) session(ctx context.Context) (subscribed bool, err error) {
 	if b.Store != nil && !b.started.Load() {
 		// the baseline: events from here on are ours to deliver
-		id, err := b.Store.OutboxMaxID(ctx)
+		seq, err := b.Store.PubSeq(ctx)
 		if err != nil {
 			return false, err
 		}
-		b.lastSeen.Store(id)
+		b.lastSeen.Store(seq)
 		b.started.Store(true)
 	}
 	ch := Channel(b.Prefix)
@@ -119,7 +115,6 @@ func (b *Broker) session(ctx context.Context) (subscribed bool, err error) {
 		ping = DefaultPingInterval
 	}
 	awaitingPong := false
-	first := b.resubs.Load() == 0
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, ping)
 		if err != nil {
@@ -140,10 +135,10 @@ func (b *Broker) session(ctx context.Context) (subscribed bool, err error) {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == ch {
-				if err := b.catchUp(ctx, first); err != nil {
+				if err := b.catchUp(ctx); err != nil {
 					return subscribed, fmt.Errorf("catch up: %w", err)
 				}
-				subscribed, first = true, false
+				subscribed = true
 				b.resubs.Add(1)
 				b.ready.Store(true)
 			}
@@ -164,7 +159,7 @@ func (b *Broker) dispatch(e Event) {
 	b.Hub.Publish(e)
 	for {
 		old := b.lastSeen.Load()
-		if e.ID <= old || b.lastSeen.CompareAndSwap(old, e.ID) {
+		if e.Seq <= old || b.lastSeen.CompareAndSwap(old, e.Seq) {
 			return
 		}
 	}
@@ -172,18 +167,11 @@ func (b *Broker) dispatch(e Event) {
 
 // catchUp reads back the events this instance may have missed while it was
 // not subscribed.
-func (b *Broker) catchUp(ctx context.Context, first bool) error {
+func (b *Broker) catchUp(ctx context.Context) error {
 	if b.Store == nil {
 		return nil
 	}
 	from := b.lastSeen.Load()
-	if !first {
-		margin := b.CatchUpMargin
-		if margin == 0 {
-			margin = DefaultCatchUpMargin
-		}
-		from = max(0, from-max(0, margin))
-	}
 	const page = 500
 	for {
 		evs, err := b.Store.OutboxAfter(ctx, from, page)
@@ -191,8 +179,8 @@ func (b *Broker) catchUp(ctx context.Context, first bool) error {
 			return err
 		}
 		for _, e := range evs {
-			b.dispatch(Event{ID: e.ID, Stream: e.Stream, Topic: e.Topic, Payload: e.Payload, CreatedAt: e.CreatedAt})
-			from = e.ID
+			b.dispatch(Event{ID: e.ID, Seq: e.Seq, Stream: e.Stream, Topic: e.Topic, Payload: e.Payload, CreatedAt: e.CreatedAt})
+			from = e.Seq
 		}
 		if len(evs) < page {
 			return nil

@@ -14,18 +14,22 @@ package realtime
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 )
 
 // Event is one outbox event as it travels through Redis (JSON) and the Hub.
-// ID is the outbox row's id: unique, and increasing in commit order within a
-// stream whose writers serialize on a row lock (a wallet's, a loan's, a
-// chat's); streams written by unrelated transactions (a user's
-// notifications, a user's messages across chats) may see a smaller id
-// committed after a larger one.
+// ID is the outbox row's id (the Hub drops a repeat of one); Seq its place
+// in the publication sequence (store.RelayOutbox): the relay publishes in
+// Seq order, so a stream's events reach a Hub in Seq order, except that a
+// broker catching up after a reconnect re-reads events it may already have
+// dispatched. Stream names the stream the event belongs to, or several
+// separated by single spaces (a chat message goes to every participant's
+// stream as one event).
 type Event struct {
 	ID        int64           `json:"id"`
+	Seq       int64           `json:"seq"`
 	Stream    string          `json:"stream"`
 	Topic     string          `json:"topic"`
 	Payload   json.RawMessage `json:"payload"`
@@ -188,7 +192,8 @@ func (h *Hub) drop(s *Subscription, reason error) {
 	h.subs--
 }
 
-// Publish dispatches e to the subscribers of e.Stream, unless an event with
+// Publish dispatches e to the subscribers of e.Stream (of each stream it
+// names), unless an event with
 // the same id was dispatched recently (a repeat of at-least-once delivery).
 // It never blocks: a subscriber whose buffer is full is dropped with
 // ErrLagged. It reports whether e was new.
@@ -202,7 +207,17 @@ func (h *Hub) Publish(e Event) bool {
 		h.stats.Duplicates++
 		return false
 	}
-	for s := range h.streams[e.Stream] {
+	for rest := e.Stream; rest != ""; {
+		var stream string
+		stream, rest, _ = strings.Cut(rest, " ")
+		h.dispatch(stream, e)
+	}
+	return true
+}
+
+// dispatch hands e to stream's subscribers; h.mu is held.
+func (h *Hub) dispatch(stream string, e Event) {
+	for s := range h.streams[stream] {
 		if s.c == nil {
 			if s.deliver(e) {
 				h.stats.Delivered++
@@ -220,7 +235,6 @@ func (h *Hub) Publish(e Event) bool {
 			h.drop(s, ErrLagged)
 		}
 	}
-	return true
 }
 
 // Subscribers counts the open subscriptions.

@@ -216,3 +216,28 @@ func TestHubConcurrentUse(t *testing.T) {
 		t.Fatalf("subscribers left: %d", h.Subscribers())
 	}
 }
+
+// An event whose Stream names several streams (space-separated) reaches the
+// subscribers of each, once; a repeat reaches none.
+func TestHubDispatchesToEveryStreamNamed(t *testing.T) {
+	h := realtime.NewHub()
+	a, b, c := h.Subscribe("messages:1", 4), h.Subscribe("messages:2", 4), h.Subscribe("messages:3", 4)
+	if !h.Publish(ev(1, "messages:1 messages:2")) {
+		t.Fatal("new event refused")
+	}
+	if got := recv(t, a, 1); got[0].ID != 1 {
+		t.Fatalf("a got %+v", got)
+	}
+	if got := recv(t, b, 1); got[0].ID != 1 {
+		t.Fatalf("b got %+v", got)
+	}
+	none(t, c)
+	if h.Publish(ev(1, "messages:1 messages:2")) {
+		t.Fatal("repeat accepted")
+	}
+	none(t, a)
+	none(t, b)
+	if st := h.Stats(); st.Delivered != 2 || st.Duplicates != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}

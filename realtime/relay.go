@@ -28,22 +28,27 @@ const (
 // sharing prefix (each instance's Broker subscribes to it once).
 func Channel(prefix string) string { return prefix + "events" }
 
-// Relay publishes committed outbox rows to Redis, in id order, and marks
-// them published. It is woken by the outbox NOTIFY (a dedicated LISTEN
+// Relay numbers committed outbox rows (the publication sequence, see
+// store.RelayOutbox), publishes them to Redis in that order and marks them
+// published. It is woken by the outbox NOTIFY (a dedicated LISTEN
 // connection, reopened after a failure) and also polls, so a lost
 // notification or a broken listener only delays events.
 //
-// Any number of relays may run, on any number of instances: each batch is
+// Any number of relays may run, on any number of instances: each turn is
 // one transaction that first takes a transaction-level advisory lock
-// (pg_try_advisory_xact_lock), so exactly one relay publishes at a time and
-// the others skip their turn; that is what keeps each stream's events in
-// order (two relays publishing two batches at once could interleave them).
-// Rows are locked FOR UPDATE SKIP LOCKED as well.
+// (pg_try_advisory_xact_lock), so exactly one relay works at a time and the
+// others skip their turn; that is what keeps the numbering a prefix that
+// only grows and each stream's events in order (two relays publishing two
+// batches at once could interleave them).
+//
+// A row is numbered in one turn and published in the next, so a single
+// event takes two short transactions; under load each turn publishes one
+// batch and numbers the next.
 //
 // Delivery is at least once: a batch is marked published only after Redis
 // took every event of it, in the same transaction; if publishing fails the
-// transaction rolls back and the batch goes again later, so an event may
-// reach Redis twice (Hubs drop the repeat), never zero times.
+// batch stays unmarked and goes again later, so an event may reach Redis
+// twice (Hubs drop the repeat), never zero times.
 //
 // Set the exported fields before Run; they are not changed afterwards.
 type Relay struct {
@@ -131,35 +136,40 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// Drain publishes batches until the outbox has no unpublished row, another
-// relay holds the lock, or an error. It returns that error; Ready reflects
-// it.
+// Drain runs turns until the outbox has nothing to number or publish,
+// another relay holds the lock, or an error. It returns that error; Ready
+// reflects it.
 func (r *Relay) Drain(ctx context.Context) error {
 	for {
 		b, err := r.Once(ctx)
-		if err != nil || b.Busy || b.Published < r.batchSize() {
+		if err != nil || !b.More(r.batchSize()) {
 			return err
 		}
 	}
 }
 
-// Once runs one batch (see store.RelayOutbox) and records its outcome for
-// Ready and the metrics.
+// Once runs one turn (see store.RelayOutbox: publish the rows numbered
+// before, number the new ones) and records its outcome for Ready and the
+// metrics. When Redis does not answer, it still numbers rows (resume points
+// go on working) and returns Redis's error.
 func (r *Relay) Once(ctx context.Context) (store.RelayBatch, error) {
 	ch := Channel(r.Prefix)
-	var b store.RelayBatch
-	var err error
-	if !r.lastOK.Load() {
-		// After a failure, make sure Redis answers before taking the lock:
-		// a relay that cannot publish must not keep healthy ones waiting.
-		err = r.Redis.Ping(ctx).Err()
+	publish := func(ctx context.Context, evs []store.OutboxEvent) error {
+		ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		defer cancel()
+		return r.publish(ctx, ch, evs)
 	}
+	var redisErr error
+	if !r.lastOK.Load() {
+		// After a failure, make sure Redis answers before publishing: a
+		// relay that cannot publish must not keep healthy ones waiting.
+		if redisErr = r.Redis.Ping(ctx).Err(); redisErr != nil {
+			publish = nil
+		}
+	}
+	b, err := r.Store.RelayOutbox(ctx, r.batchSize(), publish)
 	if err == nil {
-		b, err = r.Store.RelayOutbox(ctx, r.batchSize(), func(ctx context.Context, evs []store.OutboxEvent) error {
-			ctx, cancel := context.WithTimeout(ctx, publishTimeout)
-			defer cancel()
-			return r.publish(ctx, ch, evs)
-		})
+		err = redisErr
 	}
 	if err != nil {
 		r.lastOK.Store(false)
@@ -183,7 +193,7 @@ func (r *Relay) Once(ctx context.Context) (store.RelayBatch, error) {
 func (r *Relay) publish(ctx context.Context, ch string, evs []store.OutboxEvent) error {
 	msgs := make([][]byte, len(evs))
 	for i, e := range evs {
-		b, err := json.Marshal(Event{ID: e.ID, Stream: e.Stream, Topic: e.Topic, Payload: e.Payload, CreatedAt: e.CreatedAt})
+		b, err := json.Marshal(Event{ID: e.ID, Seq: e.Seq, Stream: e.Stream, Topic: e.Topic, Payload: e.Payload, CreatedAt: e.CreatedAt})
 		if err != nil {
 			return fmt.Errorf("encode event %d: %w", e.ID, err)
 		}

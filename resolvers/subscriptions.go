@@ -14,6 +14,7 @@ package resolvers
 // a read, never an update.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -32,9 +33,6 @@ import (
 const (
 	// replayPage is how many rows a replay reads at a time.
 	replayPage = 500
-	// sentMemory is how many sent ids a message or notification
-	// subscription remembers to drop repeats.
-	sentMemory = 1024
 	// maxPendingEvents: past this many unhandled events (the store is
 	// failing), a subscription forgets them and re-reads instead.
 	maxPendingEvents = 256
@@ -513,84 +511,56 @@ func readLoan(ctx context.Context, st *store.Store, loanID int64) (*lending.Loan
 
 // ---------------------------------------------------------------- notificationAdded and messageAdded
 
-// sentIDs remembers the ids a subscription sent, to drop repeats: an event
-// for an item the replay already sent, or a repeated event. Ids are not
-// assumed to arrive in order (a user's notifications, or messages across
-// chats, may commit out of id order), so it is a set: the last n ids, and
-// anything at or below the largest id it forgot counts as sent.
-type sentIDs struct {
-	ring  []int64 // grows to max, then wraps (an idle subscription holds none)
-	max   int
-	next  int
-	set   map[int64]struct{}
-	floor int64
-}
-
-func newSentIDs(n int) *sentIDs { return &sentIDs{max: n} }
-
-func (s *sentIDs) has(id int64) bool {
-	_, ok := s.set[id]
-	return ok || id <= s.floor
-}
-
-func (s *sentIDs) add(id int64) {
-	if s.has(id) {
-		return
-	}
-	if s.set == nil {
-		s.set = map[int64]struct{}{}
-	}
-	s.set[id] = struct{}{}
-	if len(s.ring) < s.max {
-		s.ring = append(s.ring, id)
-		return
-	}
-	old := s.ring[s.next]
-	delete(s.set, old)
-	s.floor = max(s.floor, old)
-	s.ring[s.next] = id
-	s.next = (s.next + 1) % s.max
-}
-
 // itemFeed is what notificationAdded and messageAdded have in common: a
-// per-user stream of "item n was added" events, a replay of the items after
-// an id, and a viewer-scoped load by ids.
+// per-user stream of "item n was added" events, a replay of the items
+// numbered after a publication sequence number, and a viewer-scoped load by
+// ids.
+//
+// Items are sent in publication sequence order (store.RelayOutbox), and an
+// item is sent only if its number is above the last one sent: the replay
+// reads in that order, the Hub hands events over in that order, and a
+// reader that sees a number sees every smaller one, so whatever arrives
+// with a smaller number is a repeat (an event the replay covered, a relay's
+// or a broker's repeat). That holds for any interleaving of commits, and
+// costs one integer per subscription.
 type itemFeed[T any] struct {
 	// idOf extracts the item's id from an event; ok false skips the event
 	// (another chat's message when following one chat).
 	idOf func(realtime.Event) (id int64, ok bool)
-	// after reads the items with id > after, oldest first, at most limit.
-	after func(ctx context.Context, after int64, limit int) ([]T, error)
+	// after reads the items numbered after seq, in order, at most limit.
+	after func(ctx context.Context, seq int64, limit int) ([]T, error)
 	// byID loads the items among ids that the viewer may see.
 	byID func(ctx context.Context, ids []int64) (map[int64]T, error)
 	id   func(T) int64
+	seq  func(T) int64
 }
 
-// start follows f and sends on the returned channel: first, when mark is a
-// resume point (replay), every item after it; then each new item, once.
-// mark is the id after which items are "new": the cursor given, or the
-// newest item when subscribing without one.
-func (it itemFeed[T]) start(ctx context.Context, f *follower, mark int64, replay bool) <-chan T {
+// start follows f and sends on the returned channel: first every item
+// numbered after from.Seq (a replay, which also covers whatever was
+// numbered between reading from and following f), then each new item, once.
+func (it itemFeed[T]) start(ctx context.Context, f *follower, from store.ResumePoint) <-chan T {
 	out := newOutbox[T]()
 	out.claim(ctx)
-	sent := newSentIDs(sentMemory)
+	last, skip := from.Seq, from.Skip
 	emit := func(ctx context.Context, v T) error {
-		id := it.id(v)
-		if sent.has(id) {
+		n := it.seq(v)
+		if n != 0 && n <= last || it.id(v) == skip {
 			return nil
 		}
+		// (n is 0 only for an item whose event was published without the
+		// item being numbered, which RelayOutbox never does; sending it
+		// unfiltered prefers a repeat to a loss)
 		if err := out.send(ctx, v); err != nil {
 			return err
 		}
-		sent.add(id)
-		mark = max(mark, id)
+		last = max(last, n)
 		return nil
 	}
-	f.start(ctx, replay, func(ctx context.Context, evs []realtime.Event, resync bool) error {
+	f.start(ctx, true, func(ctx context.Context, evs []realtime.Event, resync bool) error {
 		if resync {
-			// everything after the last item sent (or the cursor)
+			// everything numbered after the last item sent (or the start)
 			for {
-				page, err := it.after(ctx, mark, replayPage)
+				page, err := it.after(ctx, last, replayPage)
 				if err != nil {
 					return err
 				}
@@ -598,7 +568,6 @@ func (it itemFeed[T]) start(ctx context.Context, f *follower, mark int64, replay
 					if err := emit(ctx, v); err != nil {
 						return err
 					}
-					mark = max(mark, it.id(v))
 				}
 				if len(page) < replayPage {
 					break
@@ -607,7 +576,7 @@ func (it itemFeed[T]) start(ctx context.Context, f *follower, mark int64, replay
 		}
 		var ids []int64
 		for _, e := range evs {
-			if id, ok := it.idOf(e); ok && !sent.has(id) && !slices.Contains(ids, id) {
+			if id, ok := it.idOf(e); ok && !slices.Contains(ids, id) {
 				ids = append(ids, id)
 			}
 		}
@@ -618,12 +587,14 @@ func (it itemFeed[T]) start(ctx context.Context, f *follower, mark int64, replay
 		if err != nil {
 			return err
 		}
-		slices.Sort(ids)
-		for _, id := range ids {
-			if v, ok := got[id]; ok {
-				if err := emit(ctx, v); err != nil {
-					return err
-				}
+		items := make([]T, 0, len(got))
+		for _, v := range got {
+			items = append(items, v)
+		}
+		slices.SortFunc(items, func(a, b T) int { return cmp.Compare(it.seq(a), it.seq(b)) })
+		for _, v := range items {
+			if err := emit(ctx, v); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -631,24 +602,39 @@ func (it itemFeed[T]) start(ctx context.Context, f *follower, mark int64, replay
 	return out.c
 }
 
-func (r *Resolver) notificationUpdates(ctx context.Context, v lending.Viewer, after *string) (<-chan *lending.Notification, error) {
-	var mark int64
-	if after != nil {
-		c, err := store.DecodeCursor(*after, store.TagNotifications)
-		if err != nil {
-			return nil, err
+// resumeFrom resolves where a notification or message subscription starts:
+// after the item the cursor (an edge cursor of the listing tag, or the
+// item's global ID of kind) names, or, without one, after everything
+// numbered so far. It is read before following the stream: the first replay
+// covers whatever is numbered in between.
+func (r *Resolver) resumeFrom(ctx context.Context, after *string, tag string, kind lending.Kind,
+	point func(ctx context.Context, id int64, wait time.Duration) (store.ResumePoint, error)) (store.ResumePoint, error) {
+	if after == nil {
+		seq, err := r.Store.PubSeq(ctx)
+		return store.ResumePoint{Seq: seq}, err
+	}
+	id, err := lending.ParseIDOf(kind, *after)
+	if err != nil {
+		c, cerr := store.DecodeCursor(*after, tag)
+		if cerr != nil {
+			return store.ResumePoint{}, cerr
 		}
-		mark = c.ID
+		id = c.ID
+	}
+	return point(ctx, id, store.ResumeWait)
+}
+
+func (r *Resolver) notificationUpdates(ctx context.Context, v lending.Viewer, after *string) (<-chan *lending.Notification, error) {
+	from, err := r.resumeFrom(ctx, after, store.TagNotifications, lending.KindNotification,
+		func(ctx context.Context, id int64, wait time.Duration) (store.ResumePoint, error) {
+			return r.Store.NotificationResumePoint(ctx, v, id, wait)
+		})
+	if err != nil {
+		return nil, err
 	}
 	f, err := r.follow(store.NotificationStream(v.UserID))
 	if err != nil {
 		return nil, err
-	}
-	if after == nil {
-		if mark, err = r.Store.LatestNotificationID(ctx, v); err != nil {
-			f.close()
-			return nil, err
-		}
 	}
 	feed := itemFeed[*lending.Notification]{
 		idOf: func(e realtime.Event) (int64, bool) {
@@ -657,15 +643,16 @@ func (r *Resolver) notificationUpdates(ctx context.Context, v lending.Viewer, af
 			}
 			return p.NotificationID, json.Unmarshal(e.Payload, &p) == nil && p.NotificationID > 0
 		},
-		after: func(ctx context.Context, after int64, limit int) ([]*lending.Notification, error) {
-			return r.Store.NotificationsAfter(ctx, v, after, limit)
+		after: func(ctx context.Context, seq int64, limit int) ([]*lending.Notification, error) {
+			return r.Store.NotificationsAfter(ctx, v, seq, limit)
 		},
 		byID: func(ctx context.Context, ids []int64) (map[int64]*lending.Notification, error) {
 			return r.Store.NotificationsByID(ctx, v, ids)
 		},
-		id: func(n *lending.Notification) int64 { return n.ID },
+		id:  func(n *lending.Notification) int64 { return n.ID },
+		seq: func(n *lending.Notification) int64 { return n.PubSeq },
 	}
-	return feed.start(ctx, f, mark, after != nil), nil
+	return feed.start(ctx, f, from), nil
 }
 
 func (r *Resolver) messageUpdates(ctx context.Context, v lending.Viewer, chatID *string, after *string) (<-chan *lending.Message, error) {
@@ -684,23 +671,16 @@ func (r *Resolver) messageUpdates(ctx context.Context, v lending.Viewer, chatID 
 		}
 		chat = id
 	}
-	var mark int64
-	if after != nil {
-		c, err := store.DecodeCursor(*after, store.TagChatMessages)
-		if err != nil {
-			return nil, err
-		}
-		mark = c.ID
+	from, err := r.resumeFrom(ctx, after, store.TagChatMessages, lending.KindMessage,
+		func(ctx context.Context, id int64, wait time.Duration) (store.ResumePoint, error) {
+			return r.Store.MessageResumePoint(ctx, v, id, wait)
+		})
+	if err != nil {
+		return nil, err
 	}
 	f, err := r.follow(store.MessageStream(v.UserID))
 	if err != nil {
 		return nil, err
-	}
-	if after == nil {
-		if mark, err = r.Store.LatestMessageID(ctx, v, chat); err != nil {
-			f.close()
-			return nil, err
-		}
 	}
 	feed := itemFeed[*lending.Message]{
 		idOf: func(e realtime.Event) (int64, bool) {
@@ -713,8 +693,8 @@ func (r *Resolver) messageUpdates(ctx context.Context, v lending.Viewer, chatID 
 			}
 			return p.MessageID, chat == 0 || p.ChatID == chat
 		},
-		after: func(ctx context.Context, after int64, limit int) ([]*lending.Message, error) {
-			return r.Store.MessagesAfter(ctx, v, chat, after, limit)
+		after: func(ctx context.Context, seq int64, limit int) ([]*lending.Message, error) {
+			return r.Store.MessagesAfter(ctx, v, chat, seq, limit)
 		},
 		byID: func(ctx context.Context, ids []int64) (map[int64]*lending.Message, error) {
 			m, err := r.Store.MessagesByID(ctx, v, ids)
@@ -727,7 +707,8 @@ func (r *Resolver) messageUpdates(ctx context.Context, v lending.Viewer, chatID 
 			}
 			return m, err
 		},
-		id: func(m *lending.Message) int64 { return m.ID },
+		id:  func(m *lending.Message) int64 { return m.ID },
+		seq: func(m *lending.Message) int64 { return m.PubSeq },
 	}
-	return feed.start(ctx, f, mark, after != nil), nil
+	return feed.start(ctx, f, from), nil
 }

@@ -110,8 +110,9 @@ func (s *Store) StartChat(ctx context.Context, v lending.Viewer, otherUserID int
 // space and must then have 1 to MaxMessageRunes characters. In the same
 // transaction it moves the chat's last_message_at forward, advances the
 // sender's read position to the new message, writes one "message.added"
-// outbox row per participant (stream "messages:<participant id>", payload
-// {"messageId", "chatId", "userId": that participant}) and a NEW_MESSAGE
+// outbox row for all participants (its stream names every participant's
+// "messages:<user id>" stream, separated by a space; payload {"messageId",
+// "chatId"}) and a NEW_MESSAGE
 // notification for every other participant.
 //
 // clientMessageID, when given (1 to MaxClientMessageIDRunes characters),
@@ -190,11 +191,13 @@ func (s *Store) SendMessage(ctx context.Context, v lending.Viewer, chatID int64,
 			return err
 		}
 		title, preview := "Nova mensagem de "+senderName, messagePreview(body)
+		// one event for every participant's stream: the message has one
+		// place in the publication sequence
+		if err := emit(ctx, tx, MessageStream(low)+" "+MessageStream(high), topicMessageAdded,
+			map[string]any{"messageId": m.ID, "chatId": chatID}); err != nil {
+			return err
+		}
 		for _, uid := range members {
-			if err := emit(ctx, tx, MessageStream(uid), "message.added",
-				map[string]any{"messageId": m.ID, "chatId": chatID, "userId": uid}); err != nil {
-				return err
-			}
 			if uid != v.UserID {
 				if err := notify(ctx, tx, uid, lending.NotifNewMessage, title, preview, loanID); err != nil {
 					return err

@@ -21,28 +21,30 @@ import (
 const OutboxChannel = "mutuo_outbox"
 
 // relayLockKey is the transaction-level advisory lock that a relay holds
-// while it publishes a batch: one relay publishes at a time, whichever
-// instance it runs on, so events leave in id order. (FOR UPDATE SKIP LOCKED
-// alone would let two relays publish two batches at once, and a stream's
-// events of the later batch could overtake those of the earlier one.)
-// Advisory locks are per database, like the outbox.
+// while it numbers and publishes a batch: one relay works at a time,
+// whichever instance it runs on, so events are numbered and leave in order.
+// (FOR UPDATE SKIP LOCKED alone would let two relays publish two batches at
+// once, and a stream's events of the later batch could overtake those of
+// the earlier one.) Advisory locks are per database, like the outbox.
 const relayLockKey int64 = 0x6d7574756f_0001 // "mutuo", 1
 
 // OutboxEvent is one outbox row.
 type OutboxEvent struct {
-	ID        int64
+	ID int64
+	// Seq is the row's place in the publication sequence (see RelayOutbox).
+	Seq       int64
 	Stream    string
 	Topic     string
 	Payload   json.RawMessage
 	CreatedAt time.Time
 }
 
-const outboxCols = `o.id, o.stream, o.topic, o.payload, o.created_at`
+const outboxCols = `o.id, coalesce(o.pub_seq, 0), o.stream, o.topic, o.payload, o.created_at`
 
 func scanOutbox(row pgx.Row) (OutboxEvent, error) {
 	var e OutboxEvent
 	var payload []byte
-	err := row.Scan(&e.ID, &e.Stream, &e.Topic, &payload, &e.CreatedAt)
+	err := row.Scan(&e.ID, &e.Seq, &e.Stream, &e.Topic, &payload, &e.CreatedAt)
 	e.Payload = payload
 	return e, err
 }
@@ -51,6 +53,9 @@ func scanOutbox(row pgx.Row) (OutboxEvent, error) {
 type RelayBatch struct {
 	// Published is how many events were published and marked.
 	Published int
+	// Stamped is how many rows were numbered (to be published by the next
+	// call).
+	Stamped int
 	// Busy is true when another relay held the lock: nothing was done.
 	Busy bool
 	// Latency is, for the newest event published, the time from its insert
@@ -59,16 +64,36 @@ type RelayBatch struct {
 	Latency, MaxLatency time.Duration
 }
 
-// RelayOutbox publishes the oldest unpublished outbox rows (at most limit),
-// in one transaction: it takes the relay lock (pg_try_advisory_xact_lock;
-// when another relay holds it, it returns Busy and does nothing), locks the
-// rows (FOR UPDATE SKIP LOCKED, in id order), calls publish with them in id
-// order, marks them published and commits. If publish fails, nothing is
-// marked: the rows are published again by a later call (at least once; an
-// event may thus be delivered twice, never lost). publish runs with the
-// transaction open, so it should be quick (one pipelined round trip).
+// More reports whether the outbox may hold more work right now: rows were
+// numbered (they are published by the next call) or a full batch was
+// published.
+func (b RelayBatch) More(limit int) bool { return !b.Busy && (b.Stamped > 0 || b.Published >= limit) }
+
+// RelayOutbox runs one turn of the relay, in one transaction that first
+// takes the relay lock (pg_try_advisory_xact_lock; when another relay holds
+// it, it returns Busy and does nothing):
+//
+//  1. Publish: the oldest numbered, unpublished rows (at most limit), in
+//     publication-sequence order, are passed to publish and, if it succeeds,
+//     marked published. If publish fails nothing is marked: the rows go
+//     again on a later turn (at least once; an event may thus be delivered
+//     twice, never lost), and RelayOutbox returns publish's error after
+//     step 2 has committed. publish runs with the transaction open, so it
+//     should be quick (one pipelined round trip). A nil publish skips this
+//     step (Redis is known to be down: numbering goes on).
+//  2. Number: the oldest rows not numbered yet (at most limit, in id order)
+//     get the next numbers of the publication sequence (outbox_seq), and so
+//     do the notifications and messages they announce.
+//
+// A row is thus numbered and committed one turn before it is published, so
+// anyone who receives an event can read its number, and a reader who sees a
+// number sees every smaller one (numbering is serialized by the lock, and
+// each turn numbers only rows that had committed). Rows of one stream are
+// written under one row lock (a wallet's, a loan's, a chat's), so they
+// commit, are numbered and are published in id order.
 func (s *Store) RelayOutbox(ctx context.Context, limit int, publish func(context.Context, []OutboxEvent) error) (RelayBatch, error) {
 	var b RelayBatch
+	var pubErr error
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var got bool
 		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, relayLockKey).Scan(&got); err != nil {
@@ -78,62 +103,119 @@ func (s *Store) RelayOutbox(ctx context.Context, limit int, publish func(context
 			b.Busy = true
 			return nil
 		}
-		evs, err := collect(ctx, tx, scanOutbox, `SELECT `+outboxCols+` FROM outbox o
-			WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+		if publish != nil {
+			pb, err := publishNumbered(ctx, tx, limit, publish)
+			if err != nil {
+				return err
+			}
+			b.Published, b.Latency, b.MaxLatency, pubErr = pb.Published, pb.Latency, pb.MaxLatency, pb.err
+		}
+		n, err := numberOutbox(ctx, tx, limit)
 		if err != nil {
-			return fmt.Errorf("claim outbox: %w", err)
+			return err
 		}
-		if len(evs) == 0 {
-			return nil
-		}
-		if err := publish(ctx, evs); err != nil {
-			return fmt.Errorf("publish outbox %d..%d: %w", evs[0].ID, evs[len(evs)-1].ID, err)
-		}
-		ids := make([]int64, len(evs))
-		for i, e := range evs {
-			ids[i] = e.ID
-		}
-		var n int
-		var newest, oldest float64
-		if err := tx.QueryRow(ctx, `WITH marked AS (
-				UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL
-				RETURNING extract(epoch FROM clock_timestamp() - created_at)::float8 AS lag)
-			SELECT count(*), coalesce(min(lag), 0), coalesce(max(lag), 0) FROM marked`, ids).Scan(&n, &newest, &oldest); err != nil {
-			return fmt.Errorf("mark outbox published: %w", err)
-		}
-		if n != len(evs) {
-			return fmt.Errorf("mark outbox published: marked %d of %d", n, len(evs))
-		}
-		b.Published = n
-		b.Latency = time.Duration(newest * float64(time.Second))
-		b.MaxLatency = time.Duration(oldest * float64(time.Second))
+		b.Stamped = n
 		return nil
 	})
 	if err != nil {
 		return RelayBatch{}, err
 	}
-	return b, nil
+	return b, pubErr
 }
 
-// OutboxAfter returns committed outbox rows with id > afterID, published or
-// not, oldest first, at most limit. A broker that lost its Redis
-// subscription reads what it may have missed with it.
-func (s *Store) OutboxAfter(ctx context.Context, afterID int64, limit int) ([]OutboxEvent, error) {
-	evs, err := collect(ctx, s.pool, scanOutbox, `SELECT `+outboxCols+` FROM outbox o WHERE o.id > $1 ORDER BY o.id LIMIT $2`,
-		afterID, limit)
+type published struct {
+	RelayBatch
+	err error // publish's
+}
+
+// publishNumbered is RelayOutbox's step 1.
+func publishNumbered(ctx context.Context, tx pgx.Tx, limit int, publish func(context.Context, []OutboxEvent) error) (published, error) {
+	var p published
+	evs, err := collect(ctx, tx, scanOutbox, `SELECT `+outboxCols+` FROM outbox o
+		WHERE o.published_at IS NULL AND o.pub_seq IS NOT NULL ORDER BY o.pub_seq LIMIT $1`, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read outbox after %d: %w", afterID, err)
+		return p, fmt.Errorf("claim outbox: %w", err)
+	}
+	if len(evs) == 0 {
+		return p, nil
+	}
+	if err := publish(ctx, evs); err != nil {
+		p.err = fmt.Errorf("publish outbox %d..%d: %w", evs[0].Seq, evs[len(evs)-1].Seq, err)
+		return p, nil
+	}
+	ids := make([]int64, len(evs))
+	for i, e := range evs {
+		ids[i] = e.ID
+	}
+	var n int
+	var newest, oldest float64
+	if err := tx.QueryRow(ctx, `WITH marked AS (
+			UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL
+			RETURNING extract(epoch FROM clock_timestamp() - created_at)::float8 AS lag)
+		SELECT count(*), coalesce(min(lag), 0), coalesce(max(lag), 0) FROM marked`, ids).Scan(&n, &newest, &oldest); err != nil {
+		return p, fmt.Errorf("mark outbox published: %w", err)
+	}
+	if n != len(evs) {
+		return p, fmt.Errorf("mark outbox published: marked %d of %d", n, len(evs))
+	}
+	p.Published = n
+	p.Latency = time.Duration(newest * float64(time.Second))
+	p.MaxLatency = time.Duration(oldest * float64(time.Second))
+	return p, nil
+}
+
+// numberOutbox is RelayOutbox's step 2.
+func numberOutbox(ctx context.Context, tx pgx.Tx, limit int) (int, error) {
+	rows, err := tx.Query(ctx, `SELECT id FROM outbox WHERE pub_seq IS NULL ORDER BY id LIMIT $1`, limit)
+	if err != nil {
+		return 0, fmt.Errorf("outbox to number: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, fmt.Errorf("outbox to number: %w", err)
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	var n int
+	if err := tx.QueryRow(ctx, `
+		WITH c AS (UPDATE outbox_seq SET last = last + $2 RETURNING last - $2 AS base),
+		s AS (UPDATE outbox o SET pub_seq = c.base + u.ord FROM c, unnest($1::bigint[]) WITH ORDINALITY AS u(id, ord)
+			WHERE o.id = u.id RETURNING o.topic, o.payload, o.pub_seq),
+		nt AS (UPDATE notifications nt SET pub_seq = s.pub_seq FROM s
+			WHERE s.topic = '`+topicNotificationAdded+`' AND nt.id = (s.payload->>'notificationId')::bigint),
+		m AS (UPDATE messages m SET pub_seq = s.pub_seq FROM s
+			WHERE s.topic = '`+topicMessageAdded+`' AND m.id = (s.payload->>'messageId')::bigint)
+		SELECT count(*) FROM s`, ids, len(ids)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("number outbox: %w", err)
+	}
+	if n != len(ids) {
+		return 0, fmt.Errorf("number outbox: numbered %d of %d", n, len(ids))
+	}
+	return n, nil
+}
+
+// OutboxAfter returns the numbered outbox rows with a publication sequence
+// number above afterSeq, published or not, in sequence order, at most
+// limit. A broker that lost its Redis subscription reads what it may have
+// missed with it.
+func (s *Store) OutboxAfter(ctx context.Context, afterSeq int64, limit int) ([]OutboxEvent, error) {
+	evs, err := collect(ctx, s.pool, scanOutbox, `SELECT `+outboxCols+` FROM outbox o WHERE o.pub_seq > $1 ORDER BY o.pub_seq LIMIT $2`,
+		afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read outbox after %d: %w", afterSeq, err)
 	}
 	return evs, nil
 }
 
-// OutboxMaxID returns the highest outbox id committed so far (0 if none).
-func (s *Store) OutboxMaxID(ctx context.Context) (int64, error) {
-	var id int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM outbox`).Scan(&id); err != nil {
-		return 0, fmt.Errorf("outbox max id: %w", err)
+// PubSeq returns the last publication sequence number given so far:
+// everything numbered later gets a larger one.
+func (s *Store) PubSeq(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT last FROM outbox_seq`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("publication sequence: %w", err)
 	}
-	return id, nil
+	return n, nil
 }
 
 // OutboxBacklog counts the committed outbox rows not yet published.
@@ -202,13 +284,19 @@ func (l *OutboxListener) Close() {
 
 // ---------------------------------------------------------------- replay
 
-// NotificationsAfter returns the viewer's notifications with id > afterID,
-// oldest first, at most limit.
-func (s *Store) NotificationsAfter(ctx context.Context, v lending.Viewer, afterID int64, limit int) ([]*lending.Notification, error) {
+// A subscription to notifications or messages resumes by publication
+// sequence number (see RelayOutbox): it replays the items numbered after the
+// last one the client has, then goes on live. Ids are no resume point: an
+// item with a smaller id may commit, and be published, after one with a
+// larger id.
+
+// NotificationsAfter returns the viewer's notifications numbered after
+// afterSeq, in sequence order, at most limit.
+func (s *Store) NotificationsAfter(ctx context.Context, v lending.Viewer, afterSeq int64, limit int) ([]*lending.Notification, error) {
 	rows, err := collect(ctx, s.pool, scanNotification, `SELECT `+notificationCols+` FROM notifications nt
-		WHERE nt.user_id = $1 AND nt.id > $2 ORDER BY nt.id LIMIT $3`, v.UserID, afterID, limit)
+		WHERE nt.user_id = $1 AND nt.pub_seq > $2 ORDER BY nt.pub_seq LIMIT $3`, v.UserID, afterSeq, limit)
 	if err != nil {
-		return nil, fmt.Errorf("notifications after %d: %w", afterID, err)
+		return nil, fmt.Errorf("notifications after %d: %w", afterSeq, err)
 	}
 	return rows, nil
 }
@@ -220,26 +308,16 @@ func (s *Store) NotificationsByID(ctx context.Context, v lending.Viewer, ids []i
 		`SELECT `+notificationCols+` FROM notifications nt WHERE nt.id = ANY($1) AND nt.user_id = $2`, ids, v.UserID)
 }
 
-// LatestNotificationID returns the id of the viewer's newest notification
-// (0 if none).
-func (s *Store) LatestNotificationID(ctx context.Context, v lending.Viewer) (int64, error) {
-	var id int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM notifications WHERE user_id = $1`, v.UserID).Scan(&id); err != nil {
-		return 0, fmt.Errorf("latest notification: %w", err)
-	}
-	return id, nil
-}
-
-// MessagesAfter returns the messages with id > afterID in the chats the
-// viewer takes part in (only chat chatID when it is not 0), oldest first, at
-// most limit.
-func (s *Store) MessagesAfter(ctx context.Context, v lending.Viewer, chatID, afterID int64, limit int) ([]*lending.Message, error) {
+// MessagesAfter returns the messages numbered after afterSeq in the chats
+// the viewer takes part in (only chat chatID when it is not 0), in sequence
+// order, at most limit.
+func (s *Store) MessagesAfter(ctx context.Context, v lending.Viewer, chatID, afterSeq int64, limit int) ([]*lending.Message, error) {
 	rows, err := collect(ctx, s.pool, scanMessage, `SELECT `+messageCols+` FROM chat_members cm
-		JOIN messages m ON m.chat_id = cm.chat_id AND m.id > $3
+		JOIN messages m ON m.chat_id = cm.chat_id AND m.pub_seq > $3
 		WHERE cm.user_id = $1 AND ($2 = 0 OR cm.chat_id = $2)
-		ORDER BY m.id LIMIT $4`, v.UserID, chatID, afterID, limit)
+		ORDER BY m.pub_seq LIMIT $4`, v.UserID, chatID, afterSeq, limit)
 	if err != nil {
-		return nil, fmt.Errorf("messages after %d: %w", afterID, err)
+		return nil, fmt.Errorf("messages after %d: %w", afterSeq, err)
 	}
 	return rows, nil
 }
@@ -251,13 +329,73 @@ func (s *Store) MessagesByID(ctx context.Context, v lending.Viewer, ids []int64)
 		WHERE m.id = ANY($1) AND EXISTS (SELECT 1 FROM chat_members cm WHERE cm.chat_id = m.chat_id AND cm.user_id = $2)`, ids, v.UserID)
 }
 
-// LatestMessageID returns the id of the newest message in the viewer's
-// chats (only chat chatID when it is not 0), 0 if none.
-func (s *Store) LatestMessageID(ctx context.Context, v lending.Viewer, chatID int64) (int64, error) {
-	var id int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(m.id), 0) FROM chat_members cm JOIN messages m ON m.chat_id = cm.chat_id
-		WHERE cm.user_id = $1 AND ($2 = 0 OR cm.chat_id = $2)`, v.UserID, chatID).Scan(&id); err != nil {
-		return 0, fmt.Errorf("latest message: %w", err)
+// ResumePoint is where a subscription that the client resumes after one of
+// its items goes on from.
+type ResumePoint struct {
+	// Seq: replay the items numbered after it.
+	Seq int64
+	// Skip is an item the client has that was not numbered yet when the
+	// resume point was taken (0: none): it is not sent again when it is.
+	Skip int64
+}
+
+// ResumeWait is how long NotificationResumePoint and MessageResumePoint wait
+// for the relay to number the item a client resumes after.
+const ResumeWait = 2 * time.Second
+
+// NotificationResumePoint resolves "after the viewer's notification id".
+// An item committed moments ago may not be numbered yet; it waits up to
+// wait for the relay to number it. If the relay is stalled longer, it
+// degrades to at least once: it replays from the first of the viewer's
+// notifications with a larger id that has a number (items with a smaller id
+// that are numbered later arrive live, even if the client had them), and
+// skips the cursor's own item. A notification that is not the viewer's is
+// BAD_USER_INPUT, like a cursor that does not decode.
+func (s *Store) NotificationResumePoint(ctx context.Context, v lending.Viewer, id int64, wait time.Duration) (ResumePoint, error) {
+	return s.resumePoint(ctx, wait,
+		`SELECT coalesce(pub_seq, 0) FROM notifications WHERE id = $1 AND user_id = $2`,
+		`SELECT coalesce((SELECT min(pub_seq) - 1 FROM notifications WHERE user_id = $2 AND id > $1),
+			(SELECT max(pub_seq) FROM notifications WHERE user_id = $2), 0)`, id, v.UserID)
+}
+
+// MessageResumePoint resolves "after message id", which must be in one of
+// the viewer's chats (BAD_USER_INPUT otherwise), as NotificationResumePoint
+// does.
+func (s *Store) MessageResumePoint(ctx context.Context, v lending.Viewer, id int64, wait time.Duration) (ResumePoint, error) {
+	return s.resumePoint(ctx, wait,
+		`SELECT coalesce(m.pub_seq, 0) FROM messages m JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = $2 WHERE m.id = $1`,
+		`WITH mine AS (SELECT m.id, m.pub_seq FROM chat_members cm JOIN messages m ON m.chat_id = cm.chat_id WHERE cm.user_id = $2)
+		SELECT coalesce((SELECT min(pub_seq) - 1 FROM mine WHERE id > $1), (SELECT max(pub_seq) FROM mine), 0)`, id, v.UserID)
+}
+
+func (s *Store) resumePoint(ctx context.Context, wait time.Duration, seqQ, fallbackQ string, id, userID int64) (ResumePoint, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		var seq int64
+		err := s.pool.QueryRow(ctx, seqQ, id, userID).Scan(&seq)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ResumePoint{}, lending.BadInput("invalid cursor")
+		}
+		if err != nil {
+			return ResumePoint{}, fmt.Errorf("resume point: %w", err)
+		}
+		if seq > 0 {
+			return ResumePoint{Seq: seq}, nil
+		}
+		if !time.Now().Before(deadline) {
+			break
+		}
+		t := time.NewTimer(25 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ResumePoint{}, ctx.Err()
+		case <-t.C:
+		}
 	}
-	return id, nil
+	var seq int64
+	if err := s.pool.QueryRow(ctx, fallbackQ, id, userID).Scan(&seq); err != nil {
+		return ResumePoint{}, fmt.Errorf("resume point: %w", err)
+	}
+	return ResumePoint{Seq: seq, Skip: id}, nil
 }

@@ -215,6 +215,13 @@ func LoanStream(loanID int64) string         { return fmt.Sprintf("loan:%d", loa
 func NotificationStream(userID int64) string { return fmt.Sprintf("notifications:%d", userID) }
 func MessageStream(userID int64) string      { return fmt.Sprintf("messages:%d", userID) }
 
+// The topics of the events that announce a notification and a message: the
+// relay numbers the item an event of these topics names (RelayOutbox).
+const (
+	topicNotificationAdded = "notification.added"
+	topicMessageAdded      = "message.added"
+)
+
 // emit writes an outbox row in tx: the event leaves the database only after
 // COMMIT, through the relay.
 func emit(ctx context.Context, tx pgx.Tx, stream, topic string, payload any) error {
@@ -244,7 +251,7 @@ func notify(ctx context.Context, tx pgx.Tx, userID int64, kind lending.Notificat
 		userID, kind, title, body, loanID).Scan(&id); err != nil {
 		return fmt.Errorf("insert notification: %w", err)
 	}
-	return emit(ctx, tx, NotificationStream(userID), "notification.added",
+	return emit(ctx, tx, NotificationStream(userID), topicNotificationAdded,
 		map[string]any{"notificationId": id, "userId": userID})
 }
 

@@ -90,18 +90,18 @@ func scanChat(row pgx.Row) (*lending.Chat, error) {
 	return &c, nil
 }
 
-const messageCols = `m.id, m.chat_id, m.sender_id, m.body, m.client_message_id, m.created_at`
+const messageCols = `m.id, m.chat_id, m.sender_id, m.body, m.client_message_id, m.created_at, coalesce(m.pub_seq, 0)`
 
 func scanMessage(row pgx.Row) (*lending.Message, error) {
 	var m lending.Message
-	return &m, row.Scan(&m.ID, &m.ChatID, &m.SenderID, &m.Body, &m.ClientMessageID, &m.CreatedAt)
+	return &m, row.Scan(&m.ID, &m.ChatID, &m.SenderID, &m.Body, &m.ClientMessageID, &m.CreatedAt, &m.PubSeq)
 }
 
-const notificationCols = `nt.id, nt.user_id, nt.kind, nt.title, nt.body, nt.loan_id, nt.read_at, nt.created_at`
+const notificationCols = `nt.id, nt.user_id, nt.kind, nt.title, nt.body, nt.loan_id, nt.read_at, nt.created_at, coalesce(nt.pub_seq, 0)`
 
 func scanNotification(row pgx.Row) (*lending.Notification, error) {
 	var n lending.Notification
-	return &n, row.Scan(&n.ID, &n.UserID, &n.Kind, &n.Title, &n.Body, &n.LoanID, &n.ReadAt, &n.CreatedAt)
+	return &n, row.Scan(&n.ID, &n.UserID, &n.Kind, &n.Title, &n.Body, &n.LoanID, &n.ReadAt, &n.CreatedAt, &n.PubSeq)
 }
 
 func scanUserRow(row pgx.Row) (*lending.User, error) { return scanUser(row) }
