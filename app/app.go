@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -181,6 +182,11 @@ func New(ctx context.Context, cfg Config, opt Options) (*App, error) {
 		AllowedOrigins: cfg.AllowedOrigins, AllowLocalhost: cfg.Env == Development,
 		MaxSocketsPerUser: cfg.WSMaxSocketsPerUser, Logger: log,
 		OnClose: func(code int, _ string) { a.Metrics.WSCloses.WithLabelValues(strconv.Itoa(code)).Inc() },
+		// a subscription value sent as a rendering shared with other
+		// subscribers: counted as observe.Operations counts the others
+		OnSharedNext: func(ctx context.Context) {
+			a.Metrics.EventsDelivered.WithLabelValues(observe.OperationName(graphql.GetOperationContext(ctx).Operation)).Inc()
+		},
 		// fresh loaders for every operation on a socket
 		WithContext: func(ctx context.Context) context.Context {
 			return resolvers.WithFreshLoaders(ctx, a.Store, cfg.LoaderWait)

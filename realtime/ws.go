@@ -106,8 +106,9 @@ const (
 )
 
 // wsReadBufferSize is a socket's read buffer: client messages are small,
-// and a larger one is read through it in pieces.
-const wsReadBufferSize = 1024
+// and a larger one is read through it in pieces. It holds a control frame's
+// payload (at most 125 bytes), as gorilla/websocket requires.
+const wsReadBufferSize = 256
 
 // wsCloseGrace is how long a socket waits for the peer's close frame after
 // sending its own before dropping the TCP connection.
@@ -172,6 +173,12 @@ type WSConfig struct {
 	// fresh dataloaders). The context already carries the viewer
 	// (lending.ViewerFrom) and the token's claims (auth.ClaimsFrom).
 	WithContext func(ctx context.Context) context.Context
+	// OnSharedNext, when set, is called for each value of a subscription
+	// sent as a rendering shared with other subscribers (ws_share.go)
+	// instead of through the executor's response interceptors, with the
+	// operation's context (graphql.GetOperationContext works on it): count
+	// the delivery there.
+	OnSharedNext func(ctx context.Context)
 	// OnClose, when set, is called once per socket when it has ended, with
 	// the close code sent or received (1006 for a dropped peer).
 	OnClose func(code int, reason string)
@@ -207,6 +214,9 @@ type WSTransport struct {
 
 	sockets atomic.Int64
 	ops     atomic.Int64
+
+	smu    sync.Mutex // guards shared
+	shared map[wsShareKey]*wsShareGroup
 }
 
 var _ graphql.Transport = (*WSTransport)(nil)
@@ -527,6 +537,11 @@ type wsOp struct {
 	octx     context.Context // the operation's own (see execOp)
 	rc       *graphql.OperationContext
 	stopWake func() bool
+
+	// A subscription claimed with ClaimSharedStream (ws_share.go).
+	src   SharedSource
+	group *wsShareGroup // nil: its renderings are not shared
+	chk   *wsShareCheck
 }
 
 type wsOpKey struct{}
@@ -586,6 +601,8 @@ type wsProtocol interface {
 	// keepAlive is the message written every PingInterval once acknowledged.
 	keepAlive() []byte
 	next(id string, resp *graphql.Response) []byte
+	// nextPayload is next for a payload already encoded (wsResponsePayload).
+	nextPayload(id string, payload []byte) []byte
 	// opError are the messages for an operation that failed as a whole.
 	opError(id string, errs gqlerror.List) [][]byte
 	complete(id string) []byte
@@ -658,7 +675,9 @@ func (c *wsConn) serve() {
 	c.closeFromReader(code, reason) // no-op when closing already
 	_ = c.ws.Close()                // a writer stuck in a write gives up
 	<-c.writerDone
-	c.initTimer.Stop()
+	if c.initTimer != nil {
+		c.initTimer.Stop()
+	}
 	if c.expTimer != nil {
 		c.expTimer.Stop()
 	}
@@ -692,12 +711,26 @@ func (c *wsConn) readLoop() (int, string) {
 		if c.isClosing() {
 			continue // draining the peer until its close frame
 		}
+		c.handle(mt, data)
+	}
+}
+
+// handle processes a client message on a goroutine of its own and waits for
+// it: authentication, parsing and starting operations need a deep stack,
+// and the reader's would otherwise stay that large (at least until enough
+// collections shrink it) while the socket idles in a read. The handler runs
+// as if on the reader (the reader waits), so reader-owned state is its.
+func (c *wsConn) handle(mt int, data []byte) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
 		if mt != websocket.TextMessage {
 			c.proto.handleBinary(c)
-			continue
+			return
 		}
 		c.proto.handle(c, data)
-	}
+	}()
+	<-done
 }
 
 // alive pushes the read deadline two ping intervals ahead (reader goroutine).
@@ -1145,6 +1178,10 @@ func (op *wsOp) arm(handler graphql.ResponseHandler, ctx, opCtx context.Context,
 	}
 	op.handler, op.hctx, op.octx, op.rc = handler, ctx, opCtx, rc
 	op.armed, op.running, op.first = true, true, true
+	if op.src != nil && rc != nil {
+		op.checkFields(rc, op.src)
+		op.group = op.c.t.joinShare(op.c.exec, rc)
+	}
 	op.stopWake = context.AfterFunc(opCtx, op.wake)
 	return true
 }
@@ -1171,7 +1208,39 @@ func (c *wsConn) pump(op *wsOp) {
 		op.first = false
 		op.smu.Unlock()
 
+		var token any
+		if op.src != nil {
+			var shared []byte
+			if !op.src.Take(func(key any) bool {
+				token = key
+				if !first && op.group != nil {
+					shared = op.group.get(key)
+				}
+				return shared == nil
+			}) {
+				token = nil // ended: the handler sees the closed channel
+			}
+			if shared != nil {
+				if !c.sendOp(op, c.proto.nextPayload(op.id, shared)) {
+					c.endStream(op)
+					return
+				}
+				if c.t.cfg.OnSharedNext != nil {
+					c.t.cfg.OnSharedNext(op.hctx)
+				}
+				c.kick(true)
+				continue
+			}
+			if op.chk != nil {
+				op.chk.tainted.Store(false)
+			}
+		}
 		resp, err := op.next()
+		if token != nil && err == nil && op.group != nil && !op.chk.tainted.Load() {
+			if payload, ok := wsSharedPayload(resp); ok {
+				op.group.put(token, payload)
+			}
+		}
 		switch {
 		case err != nil:
 			resp := c.exec.DispatchError(op.hctx, gqlerror.List{gqlerror.WrapIfUnwrapped(err)})
@@ -1221,6 +1290,9 @@ func (c *wsConn) endStream(op *wsOp, msgs ...[]byte) {
 	c.finishOp(op, msgs...)
 	op.stopWake()
 	op.cancel()
+	if op.group != nil {
+		c.t.leaveShare(op.group)
+	}
 	c.opsWG.Done()
 }
 
@@ -1267,6 +1339,10 @@ func (c *wsConn) initialise(payload json.RawMessage) (int, string) {
 	c.expiry.Store(exp.UnixNano())
 	c.expTimer = time.AfterFunc(left, func() { c.closeWith(WSCloseForbidden, "Forbidden", false) })
 	c.acked.Store(true)
+	if c.initTimer != nil { // an idle socket keeps no timer it no longer needs
+		c.initTimer.Stop()
+		c.initTimer = nil
+	}
 	return 0, ""
 }
 
@@ -1336,32 +1412,35 @@ func wsMarshalResponse(id, typ string, resp *graphql.Response) []byte {
 	if resp.Label != "" || len(resp.Path) > 0 || resp.HasNext != nil || !wsPlainString(id) || !wsPlainString(typ) {
 		return wsMarshal(id, typ, resp)
 	}
+	payload, ok := wsResponsePayload(resp)
+	if !ok {
+		return wsMarshal(id, typ, resp)
+	}
+	return wsMessage(id, typ, payload)
+}
+
+// wsResponsePayload is resp as a message's payload ({"errors":…,
+// "data":…,"extensions":…}) for a response without label, path or hasNext;
+// false when it cannot be encoded that way.
+func wsResponsePayload(resp *graphql.Response) ([]byte, bool) {
 	var errs, ext []byte
 	var err error
 	if len(resp.Errors) > 0 {
 		if errs, err = json.Marshal(resp.Errors); err != nil {
-			return wsMarshal(id, typ, resp)
+			return nil, false
 		}
 	}
 	if len(resp.Extensions) > 0 {
 		if ext, err = json.Marshal(resp.Extensions); err != nil {
-			return wsMarshal(id, typ, resp)
+			return nil, false
 		}
 	}
 	data := bytes.TrimSpace(resp.Data)
 	if len(data) == 0 {
 		data = []byte("null")
 	}
-	b := make([]byte, 0, len(id)+len(typ)+len(data)+len(errs)+len(ext)+64)
-	if id != "" {
-		b = append(b, `{"id":"`...)
-		b = append(b, id...)
-		b = append(b, `","type":"`...)
-	} else {
-		b = append(b, `{"type":"`...)
-	}
-	b = append(b, typ...)
-	b = append(b, `","payload":{`...)
+	b := make([]byte, 0, len(data)+len(errs)+len(ext)+32)
+	b = append(b, '{')
 	if errs != nil {
 		b = append(b, `"errors":`...)
 		b = append(b, errs...)
@@ -1373,7 +1452,28 @@ func wsMarshalResponse(id, typ string, resp *graphql.Response) []byte {
 		b = append(b, `,"extensions":`...)
 		b = append(b, ext...)
 	}
-	return append(b, "}}"...)
+	return append(b, '}'), true
+}
+
+// wsMessage is the message {"id":id,"type":typ,"payload":payload} (no id
+// when empty) for an encoded payload; id and typ must be plain strings
+// (wsPlainString), else it takes wsMarshal.
+func wsMessage(id, typ string, payload []byte) []byte {
+	if !wsPlainString(id) || !wsPlainString(typ) {
+		return wsMarshal(id, typ, json.RawMessage(payload))
+	}
+	b := make([]byte, 0, len(id)+len(typ)+len(payload)+32)
+	if id != "" {
+		b = append(b, `{"id":"`...)
+		b = append(b, id...)
+		b = append(b, `","type":"`...)
+	} else {
+		b = append(b, `{"type":"`...)
+	}
+	b = append(b, typ...)
+	b = append(b, `","payload":`...)
+	b = append(b, payload...)
+	return append(b, '}')
 }
 
 // wsPlainString reports whether encoding/json writes s as is between quotes.
@@ -1412,6 +1512,10 @@ func (wsTransport) keepAlive() []byte { return wsPing }
 
 func (wsTransport) next(id string, resp *graphql.Response) []byte {
 	return wsMarshalResponse(id, "next", resp)
+}
+
+func (wsTransport) nextPayload(id string, payload []byte) []byte {
+	return wsMessage(id, "next", payload)
 }
 
 func (wsTransport) opError(id string, errs gqlerror.List) [][]byte {

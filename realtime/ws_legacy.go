@@ -35,6 +35,8 @@ func (wsLegacy) next(id string, resp *graphql.Response) []byte {
 	return wsMarshalResponse(id, "data", resp)
 }
 
+func (wsLegacy) nextPayload(id string, payload []byte) []byte { return wsMessage(id, "data", payload) }
+
 func (wsLegacy) opError(id string, errs gqlerror.List) [][]byte {
 	return [][]byte{wsMarshal(id, "data", &graphql.Response{Errors: errs}), wsMarshal(id, "complete", nil)}
 }

@@ -48,6 +48,7 @@ type Subscription {
   fails: Int!
   finite(n: Int!): Int!
   panics: Int!
+  shared(topic: String!, viewer: Boolean): String!
 }
 `
 
@@ -59,6 +60,72 @@ type wsTestSchema struct {
 	mu     sync.Mutex
 	subs   map[string]map[chan int]struct{} // topic → subscribers
 	active atomic.Int64                     // live subscription resolvers
+
+	shared  map[string]map[*wsTestSource]struct{} // topic → shared subscribers
+	renders atomic.Int64                          // renderings of shared values
+}
+
+// wsTestSource is a shared subscription's source (realtime.SharedSource):
+// values are *int, one pointer per published value for every subscriber.
+type wsTestSource struct {
+	mu     sync.Mutex
+	ch     chan *int
+	ready  func()
+	next   *int
+	closed bool
+}
+
+func (s *wsTestSource) deliver(v *int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	waiting := s.next != nil
+	s.next = v
+	if !waiting {
+		s.ready()
+	}
+}
+
+func (s *wsTestSource) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed, s.next = true, nil
+	close(s.ch)
+	s.ready()
+}
+
+func (s *wsTestSource) Take(put func(key any) bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.next
+	if v == nil || s.closed {
+		return false
+	}
+	s.next = nil
+	if put(v) {
+		s.ch <- v
+	}
+	return true
+}
+
+func (s *wsTestSource) Shareable(fc *graphql.FieldContext) bool {
+	return fc.Object == "Shared" && !fc.IsResolver
+}
+
+// publishShared hands v (one pointer) to every shared subscriber of topic.
+func (s *wsTestSchema) publishShared(topic string, v int) int {
+	s.mu.Lock()
+	srcs := make([]*wsTestSource, 0, len(s.shared[topic]))
+	for src := range s.shared[topic] {
+		srcs = append(srcs, src)
+	}
+	s.mu.Unlock()
+	for _, src := range srcs {
+		src.deliver(&v)
+	}
+	return len(srcs)
 }
 
 type wsHookKey struct{}
@@ -68,7 +135,7 @@ func newWSTestSchema(t *testing.T) *wsTestSchema {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &wsTestSchema{schema: s, subs: map[string]map[chan int]struct{}{}}
+	return &wsTestSchema{schema: s, subs: map[string]map[chan int]struct{}{}, shared: map[string]map[*wsTestSource]struct{}{}}
 }
 
 func (s *wsTestSchema) Schema() *ast.Schema { return s.schema }
@@ -188,6 +255,51 @@ func (s *wsTestSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			}
 		case "panics":
 			return func(context.Context) *graphql.Response { panic("boom") }
+		case "shared":
+			topic := args["topic"].(string)
+			viewer, _ := args["viewer"].(bool)
+			src := &wsTestSource{ch: make(chan *int, 1)}
+			if src.ready = realtime.ClaimSharedStream(ctx, src); src.ready == nil {
+				return graphql.OneShot(graphql.ErrorResponse(ctx, "not claimed"))
+			}
+			s.mu.Lock()
+			if s.shared[topic] == nil {
+				s.shared[topic] = map[*wsTestSource]struct{}{}
+			}
+			s.shared[topic][src] = struct{}{}
+			s.mu.Unlock()
+			s.active.Add(1)
+			first := -1
+			src.deliver(&first)
+			go func() {
+				<-ctx.Done()
+				s.mu.Lock()
+				delete(s.shared[topic], src)
+				s.mu.Unlock()
+				src.close()
+				s.active.Add(-1)
+			}()
+			user := lending.ViewerFrom(ctx).UserID
+			return func(ctx context.Context) *graphql.Response {
+				select {
+				case v, ok := <-src.ch:
+					if !ok {
+						return nil
+					}
+					s.renders.Add(1)
+					// the fields, through the operation's field middleware
+					fc := &graphql.FieldContext{Object: "Shared", IsResolver: viewer}
+					out, _ := oc.ResolverMiddleware(graphql.WithFieldContext(ctx, fc), func(context.Context) (any, error) {
+						if viewer {
+							return fmt.Sprintf("%d/%d", *v, user), nil
+						}
+						return fmt.Sprint(*v), nil
+					})
+					return data(out)
+				case <-ctx.Done():
+					return nil
+				}
+			}
 		}
 	}
 	return graphql.OneShot(graphql.ErrorResponse(ctx, "unsupported"))
@@ -1434,4 +1546,110 @@ func TestNewWSTransportValidates(t *testing.T) {
 			t.Errorf("Supports(Upgrade: %q) = %v", tc.upgrade, got)
 		}
 	}
+}
+
+func TestWSSharedRenderings(t *testing.T) {
+	var sharedNext atomic.Int64
+	e := newWSEnv(t, nil, func(cfg *realtime.WSConfig) {
+		cfg.OnSharedNext = func(ctx context.Context) {
+			if graphql.GetOperationContext(ctx).Operation == nil {
+				t.Error("OnSharedNext without the operation's context")
+			}
+			sharedNext.Add(1)
+		}
+	})
+	a, b := e.connect(1), e.connect(2)
+	l, err := e.dial(wsDial{protocols: []string{realtime.SubprotocolGraphQLWS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := e.token(3, time.Hour)
+	l.send(map[string]any{"type": "connection_init", "payload": map[string]any{"authorization": "Bearer " + tok}})
+	l.expect("connection_ack")
+	legacyNext := func() wsMsg {
+		for {
+			if m := l.next(); m.Type != "ka" {
+				return m
+			}
+		}
+	}
+
+	// the same document and variables: each renders its first value, then
+	// each value is rendered once for all of them
+	a.subscribe("x", `subscription($t: String!) { shared(topic: $t) }`, map[string]any{"t": "loan"})
+	b.subscribe("y", `subscription($t: String!) { shared(topic: $t) }`, map[string]any{"t": "loan"})
+	// a viewer-dependent field: never shared
+	a.subscribe("v", `subscription { shared(topic: "loan", viewer: true) }`, nil)
+	b.subscribe("v", `subscription { shared(topic: "loan", viewer: true) }`, nil)
+	// the legacy protocol gets the same rendering in its own envelope
+	l.sendRaw(`{"type":"start","id":"z","payload":{"query":"subscription($t: String!) { shared(topic: $t) }","variables":{"t":"loan"}}}`)
+	for _, c := range []*wsClient{a, b} {
+		for range 2 {
+			m := c.next()
+			if m.Type != "next" || (m.ID != "x" && m.ID != "y" && m.ID != "v") {
+				t.Fatalf("first values: %+v", m)
+			}
+		}
+	}
+	if m := legacyNext(); m.Type != "data" || m.ID != "z" {
+		t.Fatalf("legacy first value: %+v", m)
+	}
+	if got := e.schema.renders.Load(); got != 5 {
+		t.Fatalf("%d renderings of the first values, want 5", got)
+	}
+	shared := int64(0)
+	for i := 1; i <= 3; i++ {
+		before, sharedBefore := e.schema.renders.Load(), sharedNext.Load()
+		if n := e.schema.publishShared("loan", i); n != 5 {
+			t.Fatalf("published to %d", n)
+		}
+		got := map[string]any{}
+		for _, c := range []*wsClient{a, b} {
+			for range 2 {
+				m := c.next()
+				got[fmt.Sprintf("%p/%s", c, m.ID)] = wsData(t, m)["shared"]
+			}
+		}
+		if m := legacyNext(); m.Type != "data" || m.ID != "z" || wsData(t, m)["shared"] != fmt.Sprint(i) {
+			t.Fatalf("legacy value %d: %+v", i, m)
+		}
+		for k, v := range got {
+			want := fmt.Sprint(i)
+			if strings.HasSuffix(k, "/v") {
+				want = fmt.Sprintf("%d/%d", i, map[bool]int{true: 1, false: 2}[strings.HasPrefix(k, fmt.Sprintf("%p", a))])
+			}
+			if v != want {
+				t.Fatalf("value %d: %s got %v, want %v", i, k, v, want)
+			}
+		}
+		// x, y and z (ids and protocols differ) each get a shared rendering
+		// unless they rendered it themselves (when they raced the first);
+		// the viewer-dependent ones each render
+		r, sh := e.schema.renders.Load()-before, sharedNext.Load()-sharedBefore
+		if r-2+sh != 3 || r < 3 {
+			t.Fatalf("value %d rendered %d times and shared %d times, want 3 for x, y, z and 2 for v", i, r, sh)
+		}
+		shared += sh
+	}
+	if shared == 0 {
+		t.Fatal("no rendering was shared")
+	}
+	// stopped and closed: everything ends
+	a.send(map[string]any{"type": "complete", "id": "x"})
+	a.sync()
+	e.schema.publishShared("loan", 4)
+	for range 2 {
+		if m := b.next(); m.ID != "y" && m.ID != "v" {
+			t.Fatalf("after a's complete: %+v", m)
+		}
+	}
+	if m := a.next(); m.ID != "v" {
+		t.Fatalf("a after complete: %+v", m)
+	}
+	a.sync()
+	_ = a.c.Close()
+	_ = b.c.Close()
+	_ = l.c.Close()
+	wsEventually(t, 5*time.Second, "resolvers to end", func() bool { return e.schema.active.Load() == 0 })
+	wsEventually(t, 5*time.Second, "operations to end", func() bool { return e.tr.Stats().Operations == 0 })
 }

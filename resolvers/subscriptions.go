@@ -367,14 +367,21 @@ type loanFeed struct {
 
 // loanSub is one subscriber of a loan feed: a channel holding at most the
 // newest state not yet taken (a subscriber that lags gets the newest state
-// only).
+// only). Over websockets it is a realtime.SharedSource: the feed hands the
+// same *lending.Loan to every subscriber, and the transport renders it once
+// for all the subscribers with the same document and variables; the state
+// then waits in next until the transport takes it.
 type loanSub struct {
 	mu     sync.Mutex
 	c      chan *lending.Loan
 	ready  func()
-	last   int64 // the newest version handed over (-1: none)
+	shared bool          // claimed with realtime.ClaimSharedStream
+	next   *lending.Loan // shared: the newest state not yet taken
+	last   int64         // the newest version handed over (-1: none)
 	closed bool
 }
+
+var _ realtime.SharedSource = (*loanSub)(nil)
 
 // join adds s to loanID's feed, starting the feed if needed.
 func (rs *sharedLoanReads) join(r *Resolver, loanID int64, s *loanSub) *loanFeed {
@@ -455,14 +462,47 @@ func (rs *sharedLoanReads) leave(fd *loanFeed, s *loanSub) {
 	s.close()
 }
 
-// claim: see outbox.claim.
+// claim: see outbox.claim; over websockets, ClaimSharedStream.
 func (s *loanSub) claim(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.ready = realtime.ClaimSharedStream(ctx, s); s.ready != nil {
+		s.shared = true
+		select {
+		case l := <-s.c: // the transport takes it with Take
+			s.next = l
+			s.ready()
+		default:
+		}
+		return
+	}
 	s.ready = realtime.ClaimStreamReady(ctx)
 	if s.ready != nil && len(s.c) > 0 {
 		s.ready()
 	}
+}
+
+// Take implements realtime.SharedSource: the key of a state is the
+// *lending.Loan the feed handed to every subscriber.
+func (s *loanSub) Take(put func(key any) bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.next
+	if l == nil || s.closed {
+		return false
+	}
+	s.next = nil
+	if put(l) {
+		s.c <- l // empty: only Take sends once shared, one value per take
+	}
+	return true
+}
+
+// Shareable implements realtime.SharedSource: a loan is public to every
+// signed-in user, and the fields resolved from the loan itself (no
+// resolver: no viewer, no store) are the same for all of them.
+func (s *loanSub) Shareable(fc *graphql.FieldContext) bool {
+	return fc.Object == "Loan" && !fc.IsResolver
 }
 
 // deliver hands l to the subscriber unless it has had that version or a
@@ -476,6 +516,14 @@ func (s *loanSub) deliver(l *lending.Loan) {
 		return
 	}
 	s.last = l.Version
+	if s.shared {
+		waiting := s.next != nil
+		s.next = l // replaces a state not yet taken
+		if !waiting {
+			s.ready()
+		}
+		return
+	}
 	replaced := false
 	select {
 	case <-s.c:
@@ -495,6 +543,7 @@ func (s *loanSub) close() {
 		return
 	}
 	s.closed = true
+	s.next = nil
 	close(s.c)
 	if s.ready != nil {
 		s.ready()
