@@ -642,6 +642,8 @@ func (s *Store) RepayLoan(ctx context.Context, v lending.Viewer, loanID int64, a
 		}
 		received := map[int64]lending.Money{} // by investor user
 		var users []int64
+		var credIDs []int64
+		var credPrincipal, credInterest []lending.Money
 		for k, sh := range split.Shares {
 			a := invs[k]
 			if sh.Total() == 0 {
@@ -649,19 +651,28 @@ func (s *Store) RepayLoan(ctx context.Context, v lending.Viewer, loanID int64, a
 			}
 			legs = append(legs, Leg{WalletID: a.WalletID, Amount: sh.Total(), Kind: lending.EntryRepayment,
 				Description: fmt.Sprintf("Repayment of loan #%d to investment %d", loanID, a.ID), LoanID: &loanID})
-			tag, err := tx.Exec(ctx, `
-				UPDATE investments SET received_principal = received_principal + $2, received_interest = received_interest + $3, updated_at = $4
-				WHERE id = $1 AND status = 'ACTIVE'`, a.ID, sh.Principal, sh.Interest, now)
-			if err != nil {
-				return fmt.Errorf("credit investment %d: %w", a.ID, err)
-			}
-			if err := mustOne(tag, "credit investment"); err != nil {
-				return err
-			}
+			credIDs = append(credIDs, a.ID)
+			credPrincipal = append(credPrincipal, sh.Principal)
+			credInterest = append(credInterest, sh.Interest)
 			if _, seen := received[a.UserID]; !seen {
 				users = append(users, a.UserID)
 			}
 			received[a.UserID] += sh.Total()
+		}
+		if len(credIDs) > 0 {
+			// every share in one statement (a loan may have hundreds of
+			// investors); the rows are locked above
+			tag, err := tx.Exec(ctx, `
+				UPDATE investments i SET received_principal = i.received_principal + c.principal,
+					received_interest = i.received_interest + c.interest, updated_at = $4
+				FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS c(id, principal, interest)
+				WHERE i.id = c.id AND i.status = 'ACTIVE'`, credIDs, credPrincipal, credInterest, now)
+			if err != nil {
+				return fmt.Errorf("credit investments of loan %d: %w", loanID, err)
+			}
+			if tag.RowsAffected() != int64(len(credIDs)) {
+				return fmt.Errorf("credit investments of loan %d: touched %d rows, want %d", loanID, tag.RowsAffected(), len(credIDs))
+			}
 		}
 		if _, err := post(ctx, tx, Transfer{Kind: "REPAYMENT_DISTRIBUTION", At: now, Legs: legs}); err != nil {
 			return err
