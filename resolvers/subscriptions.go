@@ -653,14 +653,14 @@ func (it itemFeed[T]) start(ctx context.Context, f *follower, from store.ResumeP
 
 // resumeFrom resolves where a notification or message subscription starts:
 // after the item the cursor (an edge cursor of the listing tag, or the
-// item's global ID of kind) names, or, without one, after everything
-// numbered so far. It is read before following the stream: the first replay
-// covers whatever is numbered in between.
+// item's global ID of kind) names, or, without one, after the viewer's
+// newest item (start). It is read before following the stream: the first
+// replay covers whatever is numbered in between.
 func (r *Resolver) resumeFrom(ctx context.Context, after *string, tag string, kind lending.Kind,
+	start func(ctx context.Context, wait time.Duration) (store.ResumePoint, error),
 	point func(ctx context.Context, id int64, wait time.Duration) (store.ResumePoint, error)) (store.ResumePoint, error) {
 	if after == nil {
-		seq, err := r.Store.PubSeq(ctx)
-		return store.ResumePoint{Seq: seq}, err
+		return start(ctx, store.ResumeWait)
 	}
 	id, err := lending.ParseIDOf(kind, *after)
 	if err != nil {
@@ -675,6 +675,9 @@ func (r *Resolver) resumeFrom(ctx context.Context, after *string, tag string, ki
 
 func (r *Resolver) notificationUpdates(ctx context.Context, v lending.Viewer, after *string) (<-chan *lending.Notification, error) {
 	from, err := r.resumeFrom(ctx, after, store.TagNotifications, lending.KindNotification,
+		func(ctx context.Context, wait time.Duration) (store.ResumePoint, error) {
+			return r.Store.NotificationStartPoint(ctx, v, wait)
+		},
 		func(ctx context.Context, id int64, wait time.Duration) (store.ResumePoint, error) {
 			return r.Store.NotificationResumePoint(ctx, v, id, wait)
 		})
@@ -721,6 +724,9 @@ func (r *Resolver) messageUpdates(ctx context.Context, v lending.Viewer, chatID 
 		chat = id
 	}
 	from, err := r.resumeFrom(ctx, after, store.TagChatMessages, lending.KindMessage,
+		func(ctx context.Context, wait time.Duration) (store.ResumePoint, error) {
+			return r.Store.MessageStartPoint(ctx, v, chat, wait)
+		},
 		func(ctx context.Context, id int64, wait time.Duration) (store.ResumePoint, error) {
 			return r.Store.MessageResumePoint(ctx, v, id, wait)
 		})

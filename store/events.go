@@ -368,6 +368,43 @@ func (s *Store) MessageResumePoint(ctx context.Context, v lending.Viewer, id int
 		SELECT coalesce((SELECT min(pub_seq) - 1 FROM mine WHERE id > $1), (SELECT max(pub_seq) FROM mine), 0)`, id, v.UserID)
 }
 
+// NotificationStartPoint is where a notification subscription without a
+// cursor starts: after the viewer's newest notification (waiting for its
+// number as NotificationResumePoint does), so nothing committed before it
+// is sent as new even if its event is published after the subscription
+// began; {0} when the viewer has none.
+func (s *Store) NotificationStartPoint(ctx context.Context, v lending.Viewer, wait time.Duration) (ResumePoint, error) {
+	var id, seq int64
+	err := s.pool.QueryRow(ctx, `SELECT id, coalesce(pub_seq, 0) FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT 1`,
+		v.UserID).Scan(&id, &seq)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return ResumePoint{}, nil
+	case err != nil:
+		return ResumePoint{}, fmt.Errorf("start point: %w", err)
+	case seq > 0:
+		return ResumePoint{Seq: seq}, nil
+	}
+	return s.NotificationResumePoint(ctx, v, id, wait)
+}
+
+// MessageStartPoint is NotificationStartPoint for the messages in the
+// viewer's chats (only chat chatID when it is not 0).
+func (s *Store) MessageStartPoint(ctx context.Context, v lending.Viewer, chatID int64, wait time.Duration) (ResumePoint, error) {
+	var id, seq int64
+	err := s.pool.QueryRow(ctx, `SELECT m.id, coalesce(m.pub_seq, 0) FROM chat_members cm JOIN messages m ON m.chat_id = cm.chat_id
+		WHERE cm.user_id = $1 AND ($2 = 0 OR cm.chat_id = $2) ORDER BY m.id DESC LIMIT 1`, v.UserID, chatID).Scan(&id, &seq)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return ResumePoint{}, nil
+	case err != nil:
+		return ResumePoint{}, fmt.Errorf("start point: %w", err)
+	case seq > 0:
+		return ResumePoint{Seq: seq}, nil
+	}
+	return s.MessageResumePoint(ctx, v, id, wait)
+}
+
 func (s *Store) resumePoint(ctx context.Context, wait time.Duration, seqQ, fallbackQ string, id, userID int64) (ResumePoint, error) {
 	deadline := time.Now().Add(wait)
 	for {

@@ -410,3 +410,45 @@ func TestResumePointWaitsForTheRelay(t *testing.T) {
 		t.Fatalf("waited: %+v, %v (m2 is numbered %d)", p, err, got2[m2.ID].PubSeq)
 	}
 }
+
+// A subscription without a cursor starts after the viewer's newest item,
+// waiting for its number: an item committed before the subscription is not
+// new, even if its event is published later.
+func TestStartPointIsAfterTheNewestItem(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	a := lending.Viewer{UserID: newUser(t, s)}
+	b := lending.Viewer{UserID: newUser(t, s)}
+	if p, err := s.NotificationStartPoint(ctx, b, 0); err != nil || p != (store.ResumePoint{}) {
+		t.Fatalf("no notifications: %+v, %v", p, err)
+	}
+	if p, err := s.MessageStartPoint(ctx, b, 0, 0); err != nil || p != (store.ResumePoint{}) {
+		t.Fatalf("no messages: %+v, %v", p, err)
+	}
+	chat, err := s.StartChat(ctx, a, b.UserID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SendMessage(ctx, a, chat.ID, "one", nil, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, s)
+	m2, err := s.SendMessage(ctx, a, chat.ID, "two", nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// stalled relay: the newest message has no number yet
+	p, err := s.MessageStartPoint(ctx, b, chat.ID, 20*time.Millisecond)
+	if err != nil || p.Skip != m2.ID || p.Seq == 0 {
+		t.Fatalf("stalled: %+v, %v", p, err)
+	}
+	settle(t, s)
+	got, _ := s.MessagesByID(ctx, b, []int64{m2.ID})
+	if p, err := s.MessageStartPoint(ctx, b, 0, 0); err != nil || p.Skip != 0 || p.Seq != got[m2.ID].PubSeq {
+		t.Fatalf("numbered: %+v, %v, want seq %d", p, err, got[m2.ID].PubSeq)
+	}
+	ns, _ := s.NotificationsAfter(ctx, b, 0, 10)
+	if p, err := s.NotificationStartPoint(ctx, b, 0); err != nil || len(ns) != 2 || p.Seq != ns[1].PubSeq {
+		t.Fatalf("notifications: %+v, %v (have %+v)", p, err, ns)
+	}
+}

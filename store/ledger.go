@@ -107,35 +107,60 @@ func post(ctx context.Context, tx pgx.Tx, t Transfer) ([]PostedLeg, error) {
 		t.Kind, at).Scan(&transferID); err != nil {
 		return nil, fmt.Errorf("insert transfer: %w", err)
 	}
+	// One statement per leg (apply it, write its entry, and its wallet
+	// event for a user wallet), all legs in one round trip. The statements
+	// run in order, so a wallet that two legs touch sees the first leg's
+	// effect in the second's.
+	b := &pgx.Batch{}
+	for _, l := range t.Legs {
+		b.Queue(postLegSQL, l.WalletID, l.Amount, l.ReleaseHeld, transferID, l.Kind, l.Description, l.LoanID, at)
+	}
+	br := tx.SendBatch(ctx, b)
 	out := make([]PostedLeg, len(t.Legs))
+	var first error
 	for i, l := range t.Legs {
 		p := PostedLeg{Leg: l}
-		var userID *int64
-		err := tx.QueryRow(ctx, `
-			UPDATE wallets SET balance = balance + $2, held = held - $3, version = version + 1
-			WHERE id = $1 AND (kind <> 'USER' OR balance + $2 >= held - $3) AND held - $3 >= 0
-			RETURNING balance, version, user_id`, l.WalletID, l.Amount, l.ReleaseHeld).Scan(&p.BalanceAfter, &p.Version, &userID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, lending.Errorf(lending.CodeInsufficientFunds, "insufficient available funds")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("apply leg on wallet %d: %w", l.WalletID, err)
-		}
-		if err := tx.QueryRow(ctx, `
-			INSERT INTO ledger_entries (transfer_id, wallet_id, kind, amount, balance_after, description, loan_id, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now())) RETURNING id`,
-			transferID, l.WalletID, l.Kind, l.Amount, p.BalanceAfter, l.Description, l.LoanID, at).Scan(&p.EntryID); err != nil {
-			return nil, fmt.Errorf("insert entry: %w", err)
-		}
-		if userID != nil {
-			if err := emitWallet(ctx, tx, l.WalletID, *userID, p.Version); err != nil {
-				return nil, err
-			}
+		err := br.QueryRow().Scan(&p.BalanceAfter, &p.Version, &p.EntryID)
+		switch {
+		case first != nil:
+		case errors.Is(err, pgx.ErrNoRows):
+			first = lending.Errorf(lending.CodeInsufficientFunds, "insufficient available funds")
+		case err != nil:
+			first = fmt.Errorf("apply leg on wallet %d: %w", l.WalletID, err)
 		}
 		out[i] = p
 	}
+	if err := br.Close(); err != nil && first == nil {
+		first = fmt.Errorf("post transfer %s: %w", t.Kind, err)
+	}
+	if first != nil {
+		return nil, first
+	}
 	return out, nil
 }
+
+// postLegSQL applies one leg of a transfer ($1 wallet, $2 amount, $3 held
+// money released) unless it would take a user wallet below its holds (then
+// it returns no row: INSUFFICIENT_FUNDS), writes its ledger entry ($4
+// transfer, $5 kind, $6 description, $7 loan, $8 time or null for now())
+// with the balance after it, and for a user wallet the wallet's event, as
+// emitWallet writes it. It returns the balance after, the wallet's new
+// version and the entry's id.
+const postLegSQL = `
+	WITH w AS (
+		UPDATE wallets SET balance = balance + $2, held = held - $3, version = version + 1
+		WHERE id = $1 AND (kind <> 'USER' OR balance + $2 >= held - $3) AND held - $3 >= 0
+		RETURNING id, balance, version, user_id),
+	e AS (
+		INSERT INTO ledger_entries (transfer_id, wallet_id, kind, amount, balance_after, description, loan_id, created_at)
+		SELECT $4, w.id, $5, $2, w.balance, $6, $7, coalesce($8, now()) FROM w
+		RETURNING id),
+	o AS (
+		INSERT INTO outbox (stream, topic, payload)
+		SELECT 'wallet:' || w.user_id, '` + topicWalletUpdated + `',
+			jsonb_build_object('walletId', w.id, 'userId', w.user_id, 'version', w.version)
+		FROM w WHERE w.user_id IS NOT NULL)
+	SELECT w.balance, w.version, e.id FROM w, e`
 
 // hold reserves amount of a user wallet's available money. Errors:
 // INSUFFICIENT_FUNDS.
@@ -218,6 +243,7 @@ func MessageStream(userID int64) string      { return fmt.Sprintf("messages:%d",
 // The topics of the events that announce a notification and a message: the
 // relay numbers the item an event of these topics names (RelayOutbox).
 const (
+	topicWalletUpdated     = "wallet.updated"
 	topicNotificationAdded = "notification.added"
 	topicMessageAdded      = "message.added"
 )
@@ -236,7 +262,7 @@ func emit(ctx context.Context, tx pgx.Tx, stream, topic string, payload any) err
 }
 
 func emitWallet(ctx context.Context, tx pgx.Tx, walletID, userID int64, version int) error {
-	return emit(ctx, tx, WalletStream(userID), "wallet.updated",
+	return emit(ctx, tx, WalletStream(userID), topicWalletUpdated,
 		map[string]any{"walletId": walletID, "userId": userID, "version": version})
 }
 
