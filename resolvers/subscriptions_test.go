@@ -322,7 +322,15 @@ func TestNotificationAddedReplaysThenLive(t *testing.T) {
 	e.deposit(v, 20_00)
 	e.deposit(v, 30_00)
 	e.deposit(other, 5_00)
-	have, err := e.s.NotificationsAfter(e.ctx, v, 0, 10)
+	// replays read numbered items: wait for the relay to number all three
+	var have []*lending.Notification
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		have, err = e.s.NotificationsAfter(e.ctx, v, 0, 10)
+		if err != nil || len(have) == 3 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil || len(have) != 3 {
 		t.Fatalf("fixture: %v, %v", have, err)
 	}
