@@ -463,11 +463,11 @@ func (t *WSTransport) Shutdown(ctx context.Context) error {
 
 // wsConn is one socket.
 type wsConn struct {
-	t       *WSTransport
-	exec    graphql.GraphExecutor
-	headers http.Header
-	id      string // the socket's member in the per-user set
-	proto   wsProtocol
+	t     *WSTransport
+	exec  graphql.GraphExecutor
+	authz string // the upgrade's Authorization header (until connection_init)
+	id    string // the socket's member in the per-user set
+	proto wsProtocol
 
 	ctx    context.Context // the socket's; cancelled when it starts closing
 	cancel context.CancelFunc
@@ -476,7 +476,7 @@ type wsConn struct {
 	// buffer) bounded by SendQueue. A writer runs while writing is set
 	// (started on demand: see kick); pingDue asks it for a ping.
 	qmu        sync.Mutex
-	queue      [][]byte
+	queue      []wsOut
 	writing    bool
 	wstarted   bool // serve has begun: writers may run
 	pingDue    bool
@@ -493,7 +493,6 @@ type wsConn struct {
 	// reader-owned
 	initSeen  bool
 	opBase    context.Context
-	viewer    lending.Viewer
 	initTimer *time.Timer
 	expTimer  *time.Timer
 
@@ -501,11 +500,12 @@ type wsConn struct {
 	expiry atomic.Int64 // token exp in Unix ns; 0 before authentication
 	authn  atomic.Pointer[wsAuthState]
 
-	mu       sync.Mutex
-	ws       *websocket.Conn
-	ops      map[string]*wsOp
-	opsWG    sync.WaitGroup
-	draining bool
+	mu         sync.Mutex
+	ws         *websocket.Conn
+	ops        map[string]*wsOp
+	opsWG      sync.WaitGroup
+	draining   bool
+	opsStopped bool // stopOps has run: no operation starts
 }
 
 // wsAuthState is what the maintenance goroutine needs of an authenticated
@@ -517,31 +517,39 @@ type wsAuthState struct {
 
 // wsOp is one active operation.
 type wsOp struct {
-	c      *wsConn
-	id     string
-	cancel context.CancelFunc
-	sub    bool // a subscription (set once parsed, under wsConn.mu)
+	c       *wsConn
+	id      string
+	cancel  context.CancelFunc // the operation's context (nil for a group member)
+	sub     bool               // a subscription (set once parsed, under wsConn.mu)
+	stopped atomic.Bool        // stopped by the client or the socket (see stop)
 
 	// A subscription whose resolver claimed the ready signal
 	// (ClaimStreamReady) is pumped: its handler is called only once per
 	// value signalled, from a goroutine started for the purpose (see pump).
-	smu      sync.Mutex
-	claimed  bool
-	armed    bool // the handler is set: a signal may start a pump
-	pending  int  // values (or the close) signalled and not yet taken
-	running  bool // a pump is on it
-	ended    bool
-	first    bool
-	handler  graphql.ResponseHandler
-	hctx     context.Context // the handler's
-	octx     context.Context // the operation's own (see execOp)
-	rc       *graphql.OperationContext
-	stopWake func() bool
+	smu     sync.Mutex
+	claimed bool
+	armed   bool // the handler is set: a signal may start a pump
+	pending int  // values (or the close) signalled and not yet taken
+	running bool // a pump is on it
+	ended   bool
+	first   bool
+	handler graphql.ResponseHandler
+	hctx    context.Context // the handler's
+	rc      *graphql.OperationContext
 
 	// A subscription claimed with ClaimSharedStream (ws_share.go).
-	src   SharedSource
-	group *wsShareGroup // nil: its renderings are not shared
-	chk   *wsShareCheck
+	src SharedSource
+	chk *wsShareCheck
+	// the renderer of a share group (its execution donated to the group;
+	// no longer the socket's operation): its pumps render for the group
+	rg *wsShareGroup
+	// a member of a share group: an operation of the socket holding only
+	// its id, its group and the newest value sent (seq, under wsConn.mu)
+	member bool
+	group  *wsShareGroup // under WSTransport.smu
+	gidx   int           // index in group.members (under WSTransport.smu)
+	seq    int64
+	done   atomic.Bool // a member's end has run
 }
 
 type wsOpKey struct{}
@@ -576,20 +584,38 @@ func (op *wsOp) ready() {
 	op.startPumpLocked()
 }
 
-// wake starts a pump to notice the end of the operation's context.
-func (op *wsOp) wake() {
+// stop stops the operation (the client's complete, a replacement, the
+// socket closing or draining): its context is cancelled and a pumped
+// operation is woken to end. Safe under wsConn.mu.
+func (op *wsOp) stop() {
+	op.stopped.Store(true)
+	if op.cancel != nil {
+		op.cancel()
+	}
 	op.smu.Lock()
 	op.startPumpLocked()
 }
 
+// startPumpLocked (op.smu held, released) starts a pump unless one runs:
+// for a member only to end it, for a group's renderer only for a value.
 func (op *wsOp) startPumpLocked() {
-	if !op.armed || op.running || op.ended {
+	if !op.armed || op.running || op.ended || (op.rg != nil && op.pending == 0) {
 		op.smu.Unlock()
 		return
 	}
 	op.running = true
-	op.smu.Unlock()
-	go op.c.pump(op)
+	switch {
+	case op.member:
+		op.smu.Unlock()
+		go op.c.endMember(op)
+	case op.rg != nil:
+		op.rg.pumps.Add(1) // under smu, before the group's end sets ended
+		op.smu.Unlock()
+		go op.rg.pump(op)
+	default:
+		op.smu.Unlock()
+		go op.c.pump(op)
+	}
 }
 
 // wsProtocol is what differs between the two subprotocols.
@@ -614,13 +640,32 @@ func (t *WSTransport) newConn(r *http.Request, exec graphql.GraphExecutor) *wsCo
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
-	return &wsConn{
-		t: t, exec: exec, headers: r.Header, id: hex.EncodeToString(b),
+	// of the request only the Authorization header is kept (connection_init
+	// may leave the token to it): not the request, nor its other headers
+	var authz string
+	if values := r.Header.Values("Authorization"); len(values) == 1 {
+		authz = values[0] // none, or more than one: no token from the header
+	}
+	c := &wsConn{
+		t: t, exec: exec, authz: strings.Clone(authz), id: hex.EncodeToString(b),
 		ctx: ctx, cancel: cancel,
 		closing:    make(chan struct{}),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 		ops:        map[string]*wsOp{},
+	}
+	return c
+}
+
+// stopOps stops every operation once the socket is closing (started by
+// closeWith and closeFromReader: operations' contexts are not children of
+// the socket's, nothing is registered with it); none starts after it.
+func (c *wsConn) stopOps() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.opsStopped = true
+	for _, op := range c.ops {
+		op.stop()
 	}
 }
 
@@ -770,6 +815,7 @@ func (c *wsConn) closeWith(code int, reason string, flush bool) {
 		c.closeFrame = code != wsCloseDeadPeer
 		c.cancel()
 		close(c.closing)
+		go c.stopOps() // callers may hold c.mu
 	})
 	c.kick(false) // the writer finishes the close
 }
@@ -782,6 +828,7 @@ func (c *wsConn) closeFromReader(code int, reason string) {
 		c.closeCode, c.reason = code, reason
 		c.cancel()
 		close(c.closing)
+		go c.stopOps()
 	})
 	c.kick(false)
 }
@@ -804,7 +851,7 @@ func (c *wsConn) drain(ctx context.Context) {
 	c.draining = true
 	for _, op := range c.ops {
 		if op.sub {
-			op.cancel()
+			op.stop()
 		}
 	}
 	c.mu.Unlock()
@@ -854,7 +901,7 @@ func (c *wsConn) writeLoop() {
 		c.qmu.Lock()
 		ping := c.pingDue
 		c.pingDue = false
-		var m []byte
+		var m wsOut
 		have := false
 		if !ping {
 			m, have = c.dequeueLocked()
@@ -873,7 +920,7 @@ func (c *wsConn) writeLoop() {
 			c.ping()
 			continue
 		}
-		if err := c.write(m); err != nil {
+		if err := c.writeOut(m); err != nil {
 			c.closeWith(wsCloseDeadPeer, "write failed", false)
 		}
 	}
@@ -922,6 +969,26 @@ func (c *wsConn) write(m []byte) error {
 	return c.ws.WriteMessage(websocket.TextMessage, m)
 }
 
+// wsOut is a queued message: its bytes, or a message prepared once for
+// many sockets (a share group's).
+type wsOut struct {
+	b  []byte
+	pm *websocket.PreparedMessage
+}
+
+// writeOut writes a queued message (see write).
+func (c *wsConn) writeOut(m wsOut) error {
+	if m.pm == nil {
+		return c.write(m.b)
+	}
+	if c.expired() {
+		c.closeWith(WSCloseForbidden, "Forbidden", false)
+		return errExpired
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.t.cfg.WriteTimeout))
+	return c.ws.WritePreparedMessage(m.pm)
+}
+
 // finishClose (writer) sends what must still be sent and the close frame,
 // waits for the reader to see the peer's close, and drops the connection.
 func (c *wsConn) finishClose() {
@@ -931,7 +998,7 @@ func (c *wsConn) finishClose() {
 	if c.closeFlush {
 		for {
 			m, ok := c.dequeue()
-			if !ok || c.write(m) != nil {
+			if !ok || c.writeOut(m) != nil {
 				break
 			}
 		}
@@ -957,7 +1024,9 @@ func (c *wsConn) enqueue(m []byte) bool {
 }
 
 // push queues m without starting a writer (the caller does, see kick).
-func (c *wsConn) push(m []byte) bool {
+func (c *wsConn) push(m []byte) bool { return c.pushOut(wsOut{b: m}) }
+
+func (c *wsConn) pushOut(m wsOut) bool {
 	if c.isClosing() {
 		return false
 	}
@@ -974,18 +1043,18 @@ func (c *wsConn) push(m []byte) bool {
 }
 
 // dequeue takes the oldest queued message (writer).
-func (c *wsConn) dequeue() ([]byte, bool) {
+func (c *wsConn) dequeue() (wsOut, bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	return c.dequeueLocked()
 }
 
-func (c *wsConn) dequeueLocked() ([]byte, bool) {
+func (c *wsConn) dequeueLocked() (wsOut, bool) {
 	if len(c.queue) == 0 {
-		return nil, false
+		return wsOut{}, false
 	}
 	m := c.queue[0]
-	c.queue[0] = nil
+	c.queue[0] = wsOut{}
 	c.queue = c.queue[1:]
 	if len(c.queue) == 0 {
 		c.queue = nil
@@ -1033,7 +1102,7 @@ func (c *wsConn) stopOp(id string) {
 	if op := c.ops[id]; op != nil {
 		delete(c.ops, id)
 		c.t.ops.Add(-1)
-		op.cancel()
+		op.stop()
 	}
 }
 
@@ -1041,9 +1110,9 @@ func (c *wsConn) stopOp(id string) {
 // with the same id is stopped first; without, it reports a duplicate.
 func (c *wsConn) startOp(id string, params *graphql.RawParams, replace bool) (duplicate bool) {
 	c.mu.Lock()
-	if c.draining {
+	if c.draining || c.opsStopped {
 		c.mu.Unlock()
-		return false // the socket is about to close with 1012
+		return false // the socket is about to close (with 1012 when draining)
 	}
 	if old := c.ops[id]; old != nil {
 		if !replace {
@@ -1052,7 +1121,7 @@ func (c *wsConn) startOp(id string, params *graphql.RawParams, replace bool) (du
 		}
 		delete(c.ops, id)
 		c.t.ops.Add(-1)
-		old.cancel()
+		old.stop()
 	}
 	if len(c.ops) >= c.t.cfg.MaxOperationsPerSocket {
 		c.mu.Unlock()
@@ -1108,14 +1177,12 @@ func (c *wsConn) execOp(ctx context.Context, op *wsOp, params *graphql.RawParams
 		}
 	}()
 
-	ctx = lending.WithViewer(ctx, c.viewer)
 	if c.t.cfg.WithContext != nil {
 		ctx = c.t.cfg.WithContext(ctx)
 	}
 	ctx = graphql.StartOperationTrace(ctx)
 	now := graphql.Now()
 	params.ReadTime = graphql.TraceTiming{Start: now, End: now}
-	params.Headers = c.headers
 	var errs gqlerror.List
 	rc, errs = c.exec.CreateOperationContext(ctx, params)
 	if errs != nil {
@@ -1140,7 +1207,7 @@ func (c *wsConn) execOp(ctx context.Context, op *wsOp, params *graphql.RawParams
 	// operation timeout does), which is not the client stopping it
 	opCtx := ctx
 	handler, ctx := c.exec.DispatchOperation(ctx, rc)
-	if sub && op.arm(handler, ctx, opCtx, rc) {
+	if sub && op.arm(handler, ctx, rc) {
 		return true
 	}
 	for first := true; ; first = false {
@@ -1169,31 +1236,31 @@ func (c *wsConn) execOp(ctx context.Context, op *wsOp, params *graphql.RawParams
 
 // arm switches op to pumping if its resolver claimed the ready signal; the
 // caller is then op's pump.
-func (op *wsOp) arm(handler graphql.ResponseHandler, ctx, opCtx context.Context, rc *graphql.OperationContext) bool {
+func (op *wsOp) arm(handler graphql.ResponseHandler, ctx context.Context, rc *graphql.OperationContext) bool {
 	op.smu.Lock()
 	defer op.smu.Unlock()
 	if !op.claimed {
 		op.ended = true // a late claim gets nothing
 		return false
 	}
-	op.handler, op.hctx, op.octx, op.rc = handler, ctx, opCtx, rc
+	op.handler, op.hctx, op.rc = handler, ctx, rc
 	op.armed, op.running, op.first = true, true, true
 	if op.src != nil && rc != nil {
 		op.checkFields(rc, op.src)
-		op.group = op.c.t.joinShare(op.c.exec, rc)
 	}
-	op.stopWake = context.AfterFunc(opCtx, op.wake)
 	return true
 }
 
 // pump (op's only pump while it runs) takes the values signalled, one
 // handler call each, and sends them; it returns when none is left, or ends
-// op when its stream or its context has ended. The caller has set
-// op.running.
+// op when its stream has ended or op was stopped. The caller has set
+// op.running. An operation with a shared source whose first value could be
+// shared joins a share group after sending it (ws_share.go): the pump then
+// returns and op is no longer the socket's.
 func (c *wsConn) pump(op *wsOp) {
 	for {
 		op.smu.Lock()
-		if op.octx.Err() != nil {
+		if op.stopped.Load() {
 			op.smu.Unlock()
 			c.endStream(op) // stopped by the client or the socket: nothing more to say
 			return
@@ -1210,44 +1277,21 @@ func (c *wsConn) pump(op *wsOp) {
 
 		var token any
 		if op.src != nil {
-			var shared []byte
-			if !op.src.Take(func(key any) bool {
-				token = key
-				if !first && op.group != nil {
-					shared = op.group.get(key)
-				}
-				return shared == nil
-			}) {
+			if !op.src.Take(func(key any) bool { token = key; return true }) {
 				token = nil // ended: the handler sees the closed channel
-			}
-			if shared != nil {
-				if !c.sendOp(op, c.proto.nextPayload(op.id, shared)) {
-					c.endStream(op)
-					return
-				}
-				if c.t.cfg.OnSharedNext != nil {
-					c.t.cfg.OnSharedNext(op.hctx)
-				}
-				c.kick(true)
-				continue
 			}
 			if op.chk != nil {
 				op.chk.tainted.Store(false)
 			}
 		}
 		resp, err := op.next()
-		if token != nil && err == nil && op.group != nil && !op.chk.tainted.Load() {
-			if payload, ok := wsSharedPayload(resp); ok {
-				op.group.put(token, payload)
-			}
-		}
 		switch {
 		case err != nil:
 			resp := c.exec.DispatchError(op.hctx, gqlerror.List{gqlerror.WrapIfUnwrapped(err)})
 			c.endStream(op, c.proto.opError(op.id, resp.Errors)...)
 			return
 		case resp == nil:
-			if op.octx.Err() != nil {
+			if op.stopped.Load() {
 				c.endStream(op)
 			} else {
 				c.endStream(op, c.proto.complete(op.id))
@@ -1260,6 +1304,12 @@ func (c *wsConn) pump(op *wsOp) {
 		if !c.sendOp(op, c.proto.next(op.id, resp)) {
 			c.endStream(op)
 			return
+		}
+		if first && token != nil && op.chk != nil && !op.chk.tainted.Load() {
+			if payload, ok := wsSharedPayload(resp); ok && c.t.share(op, token, payload) {
+				c.kick(true)
+				return // a member of its group now
+			}
 		}
 		c.kick(true) // write it from here unless a writer runs
 	}
@@ -1288,11 +1338,7 @@ func (c *wsConn) endStream(op *wsOp, msgs ...[]byte) {
 	op.ended, op.running = true, false
 	op.smu.Unlock()
 	c.finishOp(op, msgs...)
-	op.stopWake()
 	op.cancel()
-	if op.group != nil {
-		c.t.leaveShare(op.group)
-	}
 	c.opsWG.Done()
 }
 
@@ -1305,7 +1351,8 @@ func wsNoData(data json.RawMessage) bool {
 // the upgrade request's Authorization header) and claims a per-user slot. It
 // returns a close code on failure.
 func (c *wsConn) initialise(payload json.RawMessage) (int, string) {
-	token, ok := wsToken(payload, c.headers)
+	token, ok := wsToken(payload, c.authz)
+	c.authz = ""
 	if !ok {
 		c.t.log.DebugContext(c.ctx, "ws: no usable access token")
 		return WSCloseForbidden, "Forbidden"
@@ -1333,8 +1380,9 @@ func (c *wsConn) initialise(payload json.RawMessage) (int, string) {
 	if code != 0 {
 		return code, reason
 	}
-	c.viewer = viewer
-	c.opBase = auth.WithClaims(c.ctx, claims)
+	// not cancelled with the socket: stopOps stops its operations
+	// (the viewer once for all of them)
+	c.opBase = lending.WithViewer(auth.WithClaims(context.WithoutCancel(c.ctx), claims), viewer)
 	c.authn.Store(&wsAuthState{jti: claims.ID, slotKey: slotKey})
 	c.expiry.Store(exp.UnixNano())
 	c.expTimer = time.AfterFunc(left, func() { c.closeWith(WSCloseForbidden, "Forbidden", false) })
@@ -1348,8 +1396,9 @@ func (c *wsConn) initialise(payload json.RawMessage) (int, string) {
 
 // wsToken finds the access token: connection_init's payload
 // {"authorization": "Bearer …"} (key in any case) or {"token": "…"}, else
-// the upgrade request's Authorization header.
-func wsToken(payload json.RawMessage, h http.Header) (string, bool) {
+// the upgrade request's Authorization header (authz, when it had exactly
+// one).
+func wsToken(payload json.RawMessage, authz string) (string, bool) {
 	var fields map[string]json.RawMessage
 	if len(payload) > 0 {
 		_ = json.Unmarshal(payload, &fields) // not an object: no fields
@@ -1374,8 +1423,8 @@ func wsToken(payload json.RawMessage, h http.Header) (string, bool) {
 		s = strings.TrimSpace(s)
 		return s, s != "" && !strings.ContainsAny(s, " \t")
 	}
-	if values := h.Values("Authorization"); len(values) == 1 {
-		return auth.BearerToken(values[0])
+	if authz != "" {
+		return auth.BearerToken(authz)
 	}
 	return "", false
 }

@@ -110,6 +110,8 @@ func (s *wsTestSource) Take(put func(key any) bool) bool {
 	return true
 }
 
+func (s *wsTestSource) Seq(key any) int64 { return int64(*key.(*int)) }
+
 func (s *wsTestSource) Shareable(fc *graphql.FieldContext) bool {
 	return fc.Object == "Shared" && !fc.IsResolver
 }
@@ -1597,11 +1599,16 @@ func TestWSSharedRenderings(t *testing.T) {
 	if got := e.schema.renders.Load(); got != 5 {
 		t.Fatalf("%d renderings of the first values, want 5", got)
 	}
+	// x, y and z then share one execution (a group): the other two end
+	wsEventually(t, 5*time.Second, "x, y and z to share one execution", func() bool { return e.schema.active.Load() == 3 })
+	if n := e.tr.Stats().Operations; n != 5 {
+		t.Fatalf("%d operations, want 5", n)
+	}
 	shared := int64(0)
 	for i := 1; i <= 3; i++ {
 		before, sharedBefore := e.schema.renders.Load(), sharedNext.Load()
-		if n := e.schema.publishShared("loan", i); n != 5 {
-			t.Fatalf("published to %d", n)
+		if n := e.schema.publishShared("loan", i); n != 3 {
+			t.Fatalf("published to %d, want 3 (the group's execution and the two viewer-dependent ones)", n)
 		}
 		got := map[string]any{}
 		for _, c := range []*wsClient{a, b} {
@@ -1622,12 +1629,12 @@ func TestWSSharedRenderings(t *testing.T) {
 				t.Fatalf("value %d: %s got %v, want %v", i, k, v, want)
 			}
 		}
-		// x, y and z (ids and protocols differ) each get a shared rendering
-		// unless they rendered it themselves (when they raced the first);
+		// x, y and z (ids and protocols differ) get one rendering (counted
+		// once by the interceptors, then OnSharedNext for the other two);
 		// the viewer-dependent ones each render
 		r, sh := e.schema.renders.Load()-before, sharedNext.Load()-sharedBefore
-		if r-2+sh != 3 || r < 3 {
-			t.Fatalf("value %d rendered %d times and shared %d times, want 3 for x, y, z and 2 for v", i, r, sh)
+		if r != 3 || sh != 2 {
+			t.Fatalf("value %d rendered %d times and shared %d times, want 1 for x, y, z (shared twice) and 2 for v", i, r, sh)
 		}
 		shared += sh
 	}

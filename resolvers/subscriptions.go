@@ -498,6 +498,10 @@ func (s *loanSub) Take(put func(key any) bool) bool {
 	return true
 }
 
+// Seq implements realtime.SharedSource: a loan's version grows with every
+// change, and the feed hands every subscriber increasing versions.
+func (s *loanSub) Seq(key any) int64 { return key.(*lending.Loan).Version }
+
 // Shareable implements realtime.SharedSource: a loan is public to every
 // signed-in user, and the fields resolved from the loan itself (no
 // resolver: no viewer, no store) are the same for all of them.
