@@ -594,7 +594,7 @@ func TestFaultPostgresRestart(t *testing.T) {
 // ---------------------------------------------------------------- leaks
 
 // TestLeakSubscribeAbruptDisconnect: 10,000 cycles of open a socket,
-// connection_init, subscribe walletUpdated, drop the TCP connection without
+// connection_init, subscribe walletUpdated and loanUpdated (shared), drop the TCP connection without
 // a close frame (some before the ack, some after it, some after the first
 // event), 50 at a time, leave goroutines, heap, sockets, hub subscriptions
 // and per-user socket slots where they were.
@@ -605,6 +605,11 @@ func TestLeakSubscribeAbruptDisconnect(t *testing.T) {
 	url := wsURL(e.URL)
 	init := []byte(`{"type":"connection_init","payload":{"authorization":"Bearer ` + tok + `"}}`)
 	sub := []byte(`{"type":"subscribe","id":"w","payload":{"query":"subscription { walletUpdated { id balance version } }"}}`)
+	// and a loan's public fields: these subscribers share one execution
+	// (realtime/ws_share.go), which sockets join and leave all the time
+	bor, _ := signUp(e, "Carla Tomadora", "carla@test.dev", []string{"BORROWER"}, "8000.00")
+	loan := str(e.ok(bor, `mutation { requestLoan(input: {amount: "1000.00", termMonths: 3, purpose: "Capital de giro"}, idempotencyKey: "l") { id } }`, nil), "requestLoan.id")
+	subLoan := []byte(`{"type":"subscribe","id":"l","payload":{"query":"subscription($l: ID!) { loanUpdated(loanId: $l) { id status fundedAmount } }","variables":{"l":"` + loan + `"}}}`)
 	dialer := websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}, HandshakeTimeout: 10 * time.Second}
 
 	cycle := func(i int) error {
@@ -620,6 +625,9 @@ func TestLeakSubscribeAbruptDisconnect(t *testing.T) {
 			return err
 		}
 		if err := c.WriteMessage(websocket.TextMessage, sub); err != nil {
+			return err
+		}
+		if err := c.WriteMessage(websocket.TextMessage, subLoan); err != nil {
 			return err
 		}
 		var until string
