@@ -124,6 +124,39 @@ func (c *Claims) Viewer() lending.Viewer {
 	return lending.Viewer{UserID: c.UserID(), Roles: append([]lending.Role(nil), c.Roles...)}
 }
 
+// Retained is a copy of verified claims with what is used once the token
+// has been verified: sub, jti, sid, roles and exp (the viewer, revocation
+// checks, sign-out). Holders that keep claims for long (a websocket, for
+// its life) keep this: the issuer, audience and issue times are checked by
+// verification and never read again, sub, jti and sid share one string,
+// and the roles are the package's constants.
+func (c *Claims) Retained() *Claims {
+	if c == nil {
+		return nil
+	}
+	ids := c.Subject + c.ID + c.SessionID
+	r := &Claims{SessionID: ids[len(c.Subject)+len(c.ID):]}
+	r.Subject, r.ID = ids[:len(c.Subject)], ids[len(c.Subject):len(c.Subject)+len(c.ID)]
+	r.ExpiresAt = c.ExpiresAt
+	if len(c.Roles) > 0 {
+		r.Roles = make([]lending.Role, len(c.Roles))
+		for i, role := range c.Roles {
+			switch role {
+			case lending.RoleInvestor:
+				role = lending.RoleInvestor
+			case lending.RoleBorrower:
+				role = lending.RoleBorrower
+			case lending.RoleAdmin:
+				role = lending.RoleAdmin
+			default:
+				role = lending.Role(strings.Clone(string(role)))
+			}
+			r.Roles[i] = role
+		}
+	}
+	return r
+}
+
 // Validate checks Mutuo's own claims; golang-jwt calls it after the
 // registered claims pass.
 func (c *Claims) Validate() error {

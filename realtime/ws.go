@@ -107,8 +107,9 @@ const (
 
 // wsReadBufferSize is a socket's read buffer: client messages are small,
 // and a larger one is read through it in pieces. It holds a control frame's
-// payload (at most 125 bytes), as gorilla/websocket requires.
-const wsReadBufferSize = 256
+// payload (at most 125 bytes), as gorilla/websocket requires: 128, the
+// smallest allocation size that does.
+const wsReadBufferSize = 128
 
 // wsCloseGrace is how long a socket waits for the peer's close frame after
 // sending its own before dropping the TCP connection.
@@ -319,7 +320,6 @@ func (t *WSTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 	}
 	ws, err := t.upgrader.Upgrade(wsHijacker(w), r, nil)
 	if err != nil {
-		c.cancel()
 		t.unregister(c)
 		return // the upgrader answered
 	}
@@ -469,32 +469,39 @@ type wsConn struct {
 	id    string // the socket's member in the per-user set
 	proto wsProtocol
 
-	ctx    context.Context // the socket's; cancelled when it starts closing
-	cancel context.CancelFunc
+	// the socket's values (the upgrade request's, without its
+	// cancellation); nothing is cancelled with the socket: what must end
+	// with it waits for closing, or is stopped by stopOps
+	ctx context.Context
 
 	// The send queue: a slice (nil when empty, so an idle socket holds no
 	// buffer) bounded by SendQueue. A writer runs while writing is set
 	// (started on demand: see kick); pingDue asks it for a ping.
-	qmu        sync.Mutex
-	queue      []wsOut
-	writing    bool
-	wstarted   bool // serve has begun: writers may run
-	pingDue    bool
-	pingTimer  *time.Timer
-	closing    chan struct{} // closed by closeWith
+	qmu      sync.Mutex
+	queue    []wsOut
+	writing  bool
+	wstarted bool // serve has begun: writers may run
+	pingDue  bool
+	// One timer for the pings and the token's expiry (see tick), both in
+	// wsClock time; under qmu.
+	timer      *time.Timer
+	pingAt     int64   // the next ping
+	expAt      int64   // the token's expiry (0: not authenticated yet)
+	closing    wsEvent // fired by closeWith and closeFromReader
 	closeOnce  sync.Once
 	closeCode  int
 	reason     string
 	closeFlush bool // write what is queued before the close frame
 	closeFrame bool // send a close frame
-	readerDone chan struct{}
-	writerDone chan struct{}
+	readerDone wsEvent
+	writerDone wsEvent
+
+	abortInit context.CancelFunc // under qmu: see onClose
 
 	// reader-owned
 	initSeen  bool
 	opBase    context.Context
 	initTimer *time.Timer
-	expTimer  *time.Timer
 
 	acked  atomic.Bool
 	expiry atomic.Int64 // token exp in Unix ns; 0 before authentication
@@ -502,10 +509,93 @@ type wsConn struct {
 
 	mu         sync.Mutex
 	ws         *websocket.Conn
-	ops        map[string]*wsOp
+	ops        []*wsOp // the active operations, by id (see op); few, so a slice
 	opsWG      sync.WaitGroup
 	draining   bool
 	opsStopped bool // stopOps has run: no operation starts
+}
+
+// wsEvent is a one-time event (a socket closing, its reader or writer
+// done) whose channel is made only when someone waits for it: an idle
+// socket holds none, and one word per event. ch is nil until someone
+// waits or the event fires, then the channel waited on, and wsFired once
+// fired (fire swaps it in and closes the channel it replaces).
+type wsEvent struct {
+	ch atomic.Pointer[chan struct{}]
+}
+
+// wsFired is a fired wsEvent's ch: a closed channel.
+var wsFired = func() *chan struct{} { ch := make(chan struct{}); close(ch); return &ch }()
+
+// fire marks the event; it reports false when it had fired already.
+func (e *wsEvent) fire() bool {
+	p := e.ch.Swap(wsFired)
+	if p == wsFired {
+		return false
+	}
+	if p != nil {
+		close(*p)
+	}
+	return true
+}
+
+// fired reports whether the event has fired.
+func (e *wsEvent) fired() bool { return e.ch.Load() == wsFired }
+
+// wait returns a channel closed when the event fires.
+func (e *wsEvent) wait() <-chan struct{} {
+	if p := e.ch.Load(); p != nil {
+		return *p
+	}
+	ch := make(chan struct{})
+	if e.ch.CompareAndSwap(nil, &ch) {
+		return ch // fire closes it
+	}
+	return *e.ch.Load() // another waiter's, or fired
+}
+
+// wsEpoch is the origin of wsClock.
+var wsEpoch = time.Now()
+
+// wsClock is the monotonic time in ns since wsEpoch (a socket's timer
+// deadlines).
+func wsClock() int64 { return int64(time.Since(wsEpoch)) }
+
+// op returns the active operation id (c.mu held).
+func (c *wsConn) op(id string) *wsOp {
+	for _, op := range c.ops {
+		if op.id == id {
+			return op
+		}
+	}
+	return nil
+}
+
+// setOp makes op the active operation of its id, in place of the one that
+// was (c.mu held).
+func (c *wsConn) setOp(op *wsOp) {
+	for i, o := range c.ops {
+		if o.id == op.id {
+			c.ops[i] = op
+			return
+		}
+	}
+	c.ops = append(c.ops, op)
+}
+
+// deleteOp removes the active operation id (c.mu held).
+func (c *wsConn) deleteOp(id string) {
+	for i, o := range c.ops {
+		if o.id == id {
+			n := len(c.ops) - 1
+			c.ops[i], c.ops[n] = c.ops[n], nil
+			c.ops = c.ops[:n]
+			if n == 0 {
+				c.ops = nil // an idle socket keeps no slice
+			}
+			return
+		}
+	}
 }
 
 // wsAuthState is what the maintenance goroutine needs of an authenticated
@@ -520,6 +610,7 @@ type wsOp struct {
 	c       *wsConn
 	id      string
 	cancel  context.CancelFunc // the operation's context (nil for a group member)
+	ctxDone <-chan struct{}    // a subscription's context's Done (see AfterStop)
 	sub     bool               // a subscription (set once parsed, under wsConn.mu)
 	stopped atomic.Bool        // stopped by the client or the socket (see stop)
 
@@ -533,6 +624,7 @@ type wsOp struct {
 	running bool // a pump is on it
 	ended   bool
 	first   bool
+	onStop  func() // registered with AfterStop: run once the context is cancelled
 	handler graphql.ResponseHandler
 	hctx    context.Context // the handler's
 	rc      *graphql.OperationContext
@@ -593,7 +685,62 @@ func (op *wsOp) stop() {
 		op.cancel()
 	}
 	op.smu.Lock()
+	f := op.onStop
+	op.onStop = nil
 	op.startPumpLocked()
+	if f != nil {
+		go f()
+	}
+}
+
+// cancelCtx cancels op's context (its execution ends) and runs what
+// AfterStop registered.
+func (op *wsOp) cancelCtx() {
+	op.cancel()
+	op.smu.Lock()
+	f := op.onStop
+	op.onStop = nil
+	op.smu.Unlock()
+	if f != nil {
+		go f()
+	}
+}
+
+// AfterStop is context.AfterFunc for a subscription resolver's context:
+// f runs, in a goroutine of its own, once ctx is done, unless stop is
+// called first (stop reports whether it prevented f from running). For a
+// websocket operation's context, done only when the operation ends, the
+// operation runs f itself: its context then holds no child for it (an
+// idle subscription costs less). Other contexts take context.AfterFunc.
+func AfterStop(ctx context.Context, f func()) (stop func() bool) {
+	op, _ := ctx.Value(wsOpKey{}).(*wsOp)
+	if op == nil || op.ctxDone == nil || ctx.Done() != op.ctxDone {
+		return context.AfterFunc(ctx, f) // another transport, or cancelled by more than the operation
+	}
+	op.smu.Lock()
+	if op.onStop != nil { // one registration per operation
+		op.smu.Unlock()
+		return context.AfterFunc(ctx, f)
+	}
+	op.onStop = f
+	op.smu.Unlock()
+	if ctx.Err() != nil { // cancelled meanwhile: the canceller may have missed f
+		op.takeOnStop(true)
+	}
+	return func() bool { return op.takeOnStop(false) }
+}
+
+// takeOnStop removes the function registered with AfterStop, running it
+// with run; it reports whether there was one.
+func (op *wsOp) takeOnStop(run bool) bool {
+	op.smu.Lock()
+	f := op.onStop
+	op.onStop = nil
+	op.smu.Unlock()
+	if f != nil && run {
+		go f()
+	}
+	return f != nil
 }
 
 // startPumpLocked (op.smu held, released) starts a pump unless one runs:
@@ -637,7 +784,7 @@ type wsProtocol interface {
 func (t *WSTransport) newConn(r *http.Request, exec graphql.GraphExecutor) *wsConn {
 	// the request's values, not its cancellation: net/http cancels the
 	// request's context when Do returns
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	ctx := context.WithoutCancel(r.Context())
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	// of the request only the Authorization header is kept (connection_init
@@ -647,12 +794,7 @@ func (t *WSTransport) newConn(r *http.Request, exec graphql.GraphExecutor) *wsCo
 		authz = values[0] // none, or more than one: no token from the header
 	}
 	c := &wsConn{
-		t: t, exec: exec, authz: strings.Clone(authz), id: hex.EncodeToString(b),
-		ctx: ctx, cancel: cancel,
-		closing:    make(chan struct{}),
-		readerDone: make(chan struct{}),
-		writerDone: make(chan struct{}),
-		ops:        map[string]*wsOp{},
+		t: t, exec: exec, authz: strings.Clone(authz), id: hex.EncodeToString(b), ctx: ctx,
 	}
 	return c
 }
@@ -697,7 +839,8 @@ func (c *wsConn) serve() {
 	c.alive()
 	c.qmu.Lock()
 	c.wstarted = true
-	c.pingTimer = time.AfterFunc(c.t.cfg.PingInterval, c.pingTick)
+	c.pingAt = wsClock() + int64(c.t.cfg.PingInterval)
+	c.timer = time.AfterFunc(c.t.cfg.PingInterval, c.tick)
 	c.qmu.Unlock()
 	c.kick(false) // a close that came first
 	c.initTimer = time.AfterFunc(c.t.cfg.InitTimeout, func() {
@@ -708,7 +851,7 @@ func (c *wsConn) serve() {
 
 	code, reason := c.readLoop()
 
-	close(c.readerDone)
+	c.readerDone.fire()
 	if code == WSCloseMessageTooBig {
 		// gorilla has sent 1009; discard what the peer is still sending for a
 		// moment so that closing does not reset the connection (and lose the
@@ -719,12 +862,9 @@ func (c *wsConn) serve() {
 	}
 	c.closeFromReader(code, reason) // no-op when closing already
 	_ = c.ws.Close()                // a writer stuck in a write gives up
-	<-c.writerDone
+	<-c.writerDone.wait()           // the writer has stopped the timer
 	if c.initTimer != nil {
 		c.initTimer.Stop()
-	}
-	if c.expTimer != nil {
-		c.expTimer.Stop()
 	}
 	c.opsWG.Wait()
 	c.releaseSlot()
@@ -783,14 +923,7 @@ func (c *wsConn) alive() {
 	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.t.cfg.PingInterval))
 }
 
-func (c *wsConn) isClosing() bool {
-	select {
-	case <-c.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (c *wsConn) isClosing() bool { return c.closing.fired() }
 
 // expired reports whether the socket's token has expired: nothing may be
 // sent from then on.
@@ -813,11 +946,34 @@ func (c *wsConn) closeWith(code int, reason string, flush bool) {
 		}
 		c.closeCode, c.reason, c.closeFlush = code, reason, flush
 		c.closeFrame = code != wsCloseDeadPeer
-		c.cancel()
-		close(c.closing)
+		c.closing.fire()
+		c.abort()
 		go c.stopOps() // callers may hold c.mu
 	})
 	c.kick(false) // the writer finishes the close
+}
+
+// onClose sets (or, with nil, clears) the function that closing the socket
+// calls: connection_init's authentication gives up. It reports false when
+// the socket is closing already (f is not set).
+func (c *wsConn) onClose(f context.CancelFunc) bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if f != nil && c.isClosing() {
+		return false
+	}
+	c.abortInit = f
+	return true
+}
+
+// abort calls the function set with onClose (after closing has fired).
+func (c *wsConn) abort() {
+	c.qmu.Lock()
+	f := c.abortInit
+	c.qmu.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 // closeFromReader marks a close that the read side saw first: the peer's
@@ -826,8 +982,8 @@ func (c *wsConn) closeWith(code int, reason string, flush bool) {
 func (c *wsConn) closeFromReader(code int, reason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.reason = code, reason
-		c.cancel()
-		close(c.closing)
+		c.closing.fire()
+		c.abort()
 		go c.stopOps()
 	})
 	c.kick(false)
@@ -865,7 +1021,7 @@ func (c *wsConn) drain(ctx context.Context) {
 		c.closeWith(WSCloseServiceRestart, "service restart", true)
 	case <-ctx.Done():
 		c.closeWith(WSCloseServiceRestart, "service restart", false)
-	case <-c.closing:
+	case <-c.closing.wait():
 	}
 }
 
@@ -895,7 +1051,7 @@ func (c *wsConn) writeLoop() {
 	for {
 		if c.isClosing() {
 			c.finishClose() // writing stays set: no writer after this one
-			close(c.writerDone)
+			c.writerDone.fire()
 			return
 		}
 		c.qmu.Lock()
@@ -926,17 +1082,42 @@ func (c *wsConn) writeLoop() {
 	}
 }
 
-// pingTick (timer) asks the writer for a ping every PingInterval.
-func (c *wsConn) pingTick() {
+// tick (the socket's timer) asks the writer for a ping every PingInterval
+// and closes the socket (4403) when its token expires: one timer for both,
+// set for whichever comes first. It may fire early (initialise resets it
+// while it runs): it then only sets itself again.
+func (c *wsConn) tick() {
 	c.qmu.Lock()
 	if c.isClosing() { // finishClose stops the timer under qmu once closing
 		c.qmu.Unlock()
 		return
 	}
-	c.pingDue = true
-	c.pingTimer.Reset(c.t.cfg.PingInterval)
+	now := wsClock()
+	if c.expAt != 0 && now >= c.expAt {
+		c.qmu.Unlock()
+		c.closeWith(WSCloseForbidden, "Forbidden", false)
+		return
+	}
+	ping := now >= c.pingAt
+	if ping {
+		c.pingDue = true
+		c.pingAt = now + int64(c.t.cfg.PingInterval)
+	}
+	c.resetTimerLocked(now)
 	c.qmu.Unlock()
-	c.kick(false)
+	if ping {
+		c.kick(false)
+	}
+}
+
+// resetTimerLocked (qmu held) sets the timer for the next ping or the
+// token's expiry, whichever comes first.
+func (c *wsConn) resetTimerLocked(now int64) {
+	next := c.pingAt
+	if c.expAt != 0 && c.expAt < next {
+		next = c.expAt
+	}
+	c.timer.Reset(time.Duration(next - now))
 }
 
 // ping (writer) sends the protocol's keep-alive once acknowledged and a
@@ -993,7 +1174,7 @@ func (c *wsConn) writeOut(m wsOut) error {
 // waits for the reader to see the peer's close, and drops the connection.
 func (c *wsConn) finishClose() {
 	c.qmu.Lock()
-	c.pingTimer.Stop()
+	c.timer.Stop()
 	c.qmu.Unlock()
 	if c.closeFlush {
 		for {
@@ -1006,7 +1187,7 @@ func (c *wsConn) finishClose() {
 	if c.closeFrame {
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.reason), time.Now().Add(time.Second))
 		select {
-		case <-c.readerDone:
+		case <-c.readerDone.wait():
 		case <-time.After(wsCloseGrace):
 		}
 	}
@@ -1067,7 +1248,7 @@ func (c *wsConn) dequeueLocked() (wsOut, bool) {
 func (c *wsConn) sendOp(op *wsOp, msgs ...[]byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ops[op.id] != op {
+	if c.op(op.id) != op {
 		return false
 	}
 	for _, m := range msgs {
@@ -1082,10 +1263,10 @@ func (c *wsConn) sendOp(op *wsOp, msgs ...[]byte) bool {
 func (c *wsConn) finishOp(op *wsOp, msgs ...[]byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ops[op.id] != op {
+	if c.op(op.id) != op {
 		return
 	}
-	delete(c.ops, op.id)
+	c.deleteOp(op.id)
 	c.t.ops.Add(-1)
 	for _, m := range msgs {
 		if !c.enqueue(m) {
@@ -1099,8 +1280,8 @@ func (c *wsConn) finishOp(op *wsOp, msgs ...[]byte) {
 func (c *wsConn) stopOp(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if op := c.ops[id]; op != nil {
-		delete(c.ops, id)
+	if op := c.op(id); op != nil {
+		c.deleteOp(id)
 		c.t.ops.Add(-1)
 		op.stop()
 	}
@@ -1114,12 +1295,12 @@ func (c *wsConn) startOp(id string, params *graphql.RawParams, replace bool) (du
 		c.mu.Unlock()
 		return false // the socket is about to close (with 1012 when draining)
 	}
-	if old := c.ops[id]; old != nil {
+	if old := c.op(id); old != nil {
 		if !replace {
 			c.mu.Unlock()
 			return true
 		}
-		delete(c.ops, id)
+		c.deleteOp(id)
 		c.t.ops.Add(-1)
 		old.stop()
 	}
@@ -1134,7 +1315,7 @@ func (c *wsConn) startOp(id string, params *graphql.RawParams, replace bool) (du
 	}
 	ctx, cancel := context.WithCancel(c.opBase)
 	op := &wsOp{c: c, id: id, cancel: cancel}
-	c.ops[id] = op
+	c.ops = append(c.ops, op)
 	c.opsWG.Add(1)
 	c.t.ops.Add(1)
 	c.mu.Unlock()
@@ -1159,7 +1340,7 @@ func (c *wsConn) execOp(ctx context.Context, op *wsOp, params *graphql.RawParams
 	}()
 	defer func() {
 		if !pumped {
-			op.cancel()
+			op.cancelCtx()
 		}
 	}()
 	var rc *graphql.OperationContext
@@ -1201,6 +1382,7 @@ func (c *wsConn) execOp(ctx context.Context, op *wsOp, params *graphql.RawParams
 			return false
 		}
 		ctx = context.WithValue(ctx, wsOpKey{}, op)
+		op.ctxDone = ctx.Done() // before the resolver runs (AfterStop)
 	}
 	// the operation's own context: the one DispatchOperation returns may be
 	// cancelled by an extension once the last response is out (the
@@ -1338,7 +1520,7 @@ func (c *wsConn) endStream(op *wsOp, msgs ...[]byte) {
 	op.ended, op.running = true, false
 	op.smu.Unlock()
 	c.finishOp(op, msgs...)
-	op.cancel()
+	op.cancelCtx()
 	c.opsWG.Done()
 }
 
@@ -1359,6 +1541,10 @@ func (c *wsConn) initialise(payload json.RawMessage) (int, string) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
+	if !c.onClose(cancel) { // the socket closing meanwhile gives up
+		return WSCloseForbidden, "Forbidden" // not sent: the socket is closing
+	}
+	defer c.onClose(nil)
 	viewer, claims, err := c.t.cfg.Auth.Authenticate(ctx, token)
 	if err != nil {
 		if lending.IsCode(err, lending.CodeUnauthenticated) {
@@ -1381,11 +1567,18 @@ func (c *wsConn) initialise(payload json.RawMessage) (int, string) {
 		return code, reason
 	}
 	// not cancelled with the socket: stopOps stops its operations
-	// (the viewer once for all of them)
-	c.opBase = lending.WithViewer(auth.WithClaims(context.WithoutCancel(c.ctx), claims), viewer)
-	c.authn.Store(&wsAuthState{jti: claims.ID, slotKey: slotKey})
+	// (the viewer once for all of them; of the claims, what is used later)
+	kept := claims.Retained()
+	c.opBase = lending.WithViewer(auth.WithClaims(c.ctx, kept), viewer)
+	c.authn.Store(&wsAuthState{jti: kept.ID, slotKey: slotKey})
 	c.expiry.Store(exp.UnixNano())
-	c.expTimer = time.AfterFunc(left, func() { c.closeWith(WSCloseForbidden, "Forbidden", false) })
+	c.qmu.Lock() // the socket's timer closes it (4403) at exp
+	now := wsClock()
+	c.expAt = now + int64(left)
+	if c.expAt < c.pingAt && !c.isClosing() {
+		c.resetTimerLocked(now)
+	}
+	c.qmu.Unlock()
 	c.acked.Store(true)
 	if c.initTimer != nil { // an idle socket keeps no timer it no longer needs
 		c.initTimer.Stop()

@@ -200,11 +200,11 @@ func (t *WSTransport) share(op *wsOp, token any, payload []byte) bool {
 	seq := op.src.Seq(token)
 	m := &wsOp{c: c, id: op.id, sub: true, member: true, armed: true, seq: seq, gidx: -1}
 	c.mu.Lock()
-	if c.ops[op.id] != op || op.stopped.Load() || c.opsStopped {
+	if c.op(op.id) != op || op.stopped.Load() || c.opsStopped {
 		c.mu.Unlock()
 		return false // stopped meanwhile: its pump ends it
 	}
-	c.ops[op.id] = m // m takes op's place, and its count in opsWG
+	c.setOp(m) // m takes op's place, and its count in opsWG
 	c.mu.Unlock()
 
 	f := &wsFrame{seq: seq, payload: payload, ctx: op.hctx}
@@ -241,7 +241,7 @@ func (t *WSTransport) share(op *wsOp, token any, payload []byte) bool {
 	} else {
 		op.ended = true
 		op.smu.Unlock()
-		op.cancel() // its execution ends: the group's serves it
+		op.cancelCtx() // its execution ends: the group's serves it
 	}
 	if !donate && last != nil && m.deliver(last) && t.cfg.OnSharedNext != nil {
 		t.cfg.OnSharedNext(last.ctx)
@@ -259,7 +259,7 @@ func (m *wsOp) deliver(f *wsFrame) bool {
 		return false
 	}
 	c.mu.Lock()
-	ok := c.ops[m.id] == m && f.seq > m.seq
+	ok := c.op(m.id) == m && f.seq > m.seq
 	if ok {
 		m.seq = f.seq
 		ok = c.pushOut(wsOut{pm: pm})
@@ -316,7 +316,7 @@ func (g *wsShareGroup) stopRenderer(r *wsOp) {
 	r.smu.Lock()
 	r.ended = true
 	r.smu.Unlock()
-	r.cancel()
+	r.cancelCtx()
 }
 
 // pump (the renderer's only pump while it runs) renders the values

@@ -170,7 +170,7 @@ func (f *follower) start(ctx context.Context, resync bool, handle func(ctx conte
 	f.ctx, f.resync, f.handle, f.onEnd = ctx, resync, handle, onEnd
 	f.started, f.running = true, true
 	f.mu.Unlock()
-	f.stop = context.AfterFunc(ctx, f.kick)
+	f.stop = realtime.AfterStop(ctx, f.kick) // context.AfterFunc, cheaper over websockets
 	go f.work()
 }
 
