@@ -895,6 +895,8 @@ func (l *loader) chats(ctx context.Context) error {
 	}
 
 	return pgx.BeginFunc(ctx, l.s.Pool(), func(tx pgx.Tx) error {
+		// written as history, without events: numbered below for replays
+		var msgIDs, notifIDs []int64
 		for _, c := range chats {
 			var loanID *int64
 			if c.loan != nil {
@@ -935,6 +937,7 @@ func (l *loader) chats(ctx context.Context) error {
 					VALUES ($1, $2, $3, $4, $5) RETURNING id`, chatID, sender.user.ID, ln.text, l.key("msg"), times[i]).Scan(&ids[i]); err != nil {
 					return fmt.Errorf("insert message: %w", err)
 				}
+				msgIDs = append(msgIDs, ids[i])
 			}
 			// A member has read everything but the last `unread` messages
 			// (which are from the other member).
@@ -961,11 +964,13 @@ func (l *loader) chats(ctx context.Context) error {
 					if r := []rune(body); len(r) > 120 {
 						body = string(r[:119]) + "…"
 					}
-					if _, err := tx.Exec(ctx, `INSERT INTO notifications (user_id, kind, title, body, loan_id, created_at)
-						VALUES ($1, 'NEW_MESSAGE', $2, $3, $4, $5)`,
-						m.p.user.ID, "Nova mensagem de "+from.name, body, loanID, times[i]); err != nil {
+					var nid int64
+					if err := tx.QueryRow(ctx, `INSERT INTO notifications (user_id, kind, title, body, loan_id, created_at)
+						VALUES ($1, 'NEW_MESSAGE', $2, $3, $4, $5) RETURNING id`,
+						m.p.user.ID, "Nova mensagem de "+from.name, body, loanID, times[i]).Scan(&nid); err != nil {
 						return fmt.Errorf("insert message notification: %w", err)
 					}
+					notifIDs = append(notifIDs, nid)
 				}
 			}
 		}
@@ -980,7 +985,7 @@ func (l *loader) chats(ctx context.Context) error {
 			WHERE n.id = r.id AND r.rn > 4 AND n.read_at IS NULL`, l.now); err != nil {
 			return fmt.Errorf("mark notifications read: %w", err)
 		}
-		return nil
+		return store.NumberHistory(ctx, tx, msgIDs, notifIDs)
 	})
 }
 

@@ -142,6 +142,30 @@ func TestLoad(t *testing.T) {
 		}
 	})
 
+	// Every notification and message is numbered for replays once the
+	// relay has numbered the events: the history written without events
+	// by the loader itself, the rest by the relay.
+	t.Run("publication sequence", func(t *testing.T) {
+		for {
+			b, err := st.RelayOutbox(ctx, 1000, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Stamped == 0 {
+				break
+			}
+		}
+		if n := count(t, st, `SELECT count(*) FROM messages WHERE pub_seq IS NULL`); n != 0 {
+			t.Errorf("%d messages without a number", n)
+		}
+		if n := count(t, st, `SELECT count(*) FROM notifications WHERE pub_seq IS NULL`); n != 0 {
+			t.Errorf("%d notifications without a number", n)
+		}
+		if n := count(t, st, `SELECT count(*) FROM messages`); n == 0 {
+			t.Error("no messages")
+		}
+	})
+
 	t.Run("demo investor", func(t *testing.T) {
 		u, _, err := st.UserByEmail(ctx, InvestorEmail)
 		if err != nil {

@@ -329,6 +329,32 @@ func (s *Store) MessagesByID(ctx context.Context, v lending.Viewer, ids []int64)
 		WHERE m.id = ANY($1) AND EXISTS (SELECT 1 FROM chat_members cm WHERE cm.chat_id = m.chat_id AND cm.user_id = $2)`, ids, v.UserID)
 }
 
+// NumberHistory gives publication sequence numbers, in the order given
+// (messages first), to messages and notifications written in tx without an
+// event (the demo's history), so that replays and resume points see them as
+// the relay's numbering would have. It takes the sequence's row lock, so it
+// is serialized with the relay like any numbering.
+func NumberHistory(ctx context.Context, tx pgx.Tx, messageIDs, notificationIDs []int64) error {
+	n := len(messageIDs) + len(notificationIDs)
+	if n == 0 {
+		return nil
+	}
+	var got int
+	if err := tx.QueryRow(ctx, `
+		WITH c AS (UPDATE outbox_seq SET last = last + $3 RETURNING last - $3 AS base),
+		m AS (UPDATE messages x SET pub_seq = c.base + u.ord FROM c, unnest($1::bigint[]) WITH ORDINALITY AS u(id, ord)
+			WHERE x.id = u.id RETURNING 1),
+		nt AS (UPDATE notifications x SET pub_seq = c.base + cardinality($1::bigint[]) + u.ord FROM c, unnest($2::bigint[]) WITH ORDINALITY AS u(id, ord)
+			WHERE x.id = u.id RETURNING 1)
+		SELECT (SELECT count(*) FROM m) + (SELECT count(*) FROM nt)`, messageIDs, notificationIDs, n).Scan(&got); err != nil {
+		return fmt.Errorf("number history: %w", err)
+	}
+	if got != n {
+		return fmt.Errorf("number history: numbered %d of %d", got, n)
+	}
+	return nil
+}
+
 // ResumePoint is where a subscription that the client resumes after one of
 // its items goes on from.
 type ResumePoint struct {
