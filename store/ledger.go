@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -83,55 +84,87 @@ func uniqueSorted(ids []int64) []int64 {
 // balance after it, and emits a wallet event per user wallet touched. The
 // deferred trigger on ledger_entries re-checks the balance at COMMIT.
 func post(ctx context.Context, tx pgx.Tx, t Transfer) ([]PostedLeg, error) {
-	var sum lending.Money
-	ids := make([]int64, 0, len(t.Legs))
-	for _, l := range t.Legs {
-		if l.Amount == 0 {
-			return nil, fmt.Errorf("transfer %s: zero leg on wallet %d", t.Kind, l.WalletID)
-		}
-		sum += l.Amount
-		ids = append(ids, l.WalletID)
+	out, err := postAll(ctx, tx, []Transfer{t})
+	if err != nil {
+		return nil, err
 	}
-	if sum != 0 {
-		return nil, fmt.Errorf("transfer %s: legs sum to %s, not zero", t.Kind, sum)
+	return out[0], nil
+}
+
+// postAll is post for several transfers at once, applied in order: one
+// wallet lock statement, one insert of the transfers and one round trip for
+// every leg of all of them (a disbursement posts one transfer per
+// investment).
+func postAll(ctx context.Context, tx pgx.Tx, ts []Transfer) ([][]PostedLeg, error) {
+	var ids []int64
+	kinds := make([]string, len(ts))
+	ats := make([]*time.Time, len(ts))
+	for i, t := range ts {
+		var sum lending.Money
+		for _, l := range t.Legs {
+			if l.Amount == 0 {
+				return nil, fmt.Errorf("transfer %s: zero leg on wallet %d", t.Kind, l.WalletID)
+			}
+			sum += l.Amount
+			ids = append(ids, l.WalletID)
+		}
+		if sum != 0 {
+			return nil, fmt.Errorf("transfer %s: legs sum to %s, not zero", t.Kind, sum)
+		}
+		kinds[i] = t.Kind
+		if !t.At.IsZero() {
+			at := t.At
+			ats[i] = &at
+		}
 	}
 	if err := lockWallets(ctx, tx, ids...); err != nil {
 		return nil, err
 	}
-	var transferID int64
-	var at *time.Time
-	if !t.At.IsZero() {
-		at = &t.At
+	// identity values are taken as the rows are inserted, in ord order
+	rows, err := tx.Query(ctx, `INSERT INTO transfers (kind, created_at)
+		SELECT u.kind, coalesce(u.at, now()) FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS u(kind, at, ord)
+		ORDER BY u.ord RETURNING id`, kinds, ats)
+	if err != nil {
+		return nil, fmt.Errorf("insert transfers: %w", err)
 	}
-	if err := tx.QueryRow(ctx, `INSERT INTO transfers (kind, created_at) VALUES ($1, coalesce($2, now())) RETURNING id`,
-		t.Kind, at).Scan(&transferID); err != nil {
-		return nil, fmt.Errorf("insert transfer: %w", err)
+	transferIDs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("insert transfers: %w", err)
 	}
+	if len(transferIDs) != len(ts) {
+		return nil, fmt.Errorf("insert transfers: %d of %d", len(transferIDs), len(ts))
+	}
+	slices.Sort(transferIDs)
 	// One statement per leg (apply it, write its entry, and its wallet
 	// event for a user wallet), all legs in one round trip. The statements
 	// run in order, so a wallet that two legs touch sees the first leg's
 	// effect in the second's.
 	b := &pgx.Batch{}
-	for _, l := range t.Legs {
-		b.Queue(postLegSQL, l.WalletID, l.Amount, l.ReleaseHeld, transferID, l.Kind, l.Description, l.LoanID, at)
+	for i, t := range ts {
+		for _, l := range t.Legs {
+			b.Queue(postLegSQL, l.WalletID, l.Amount, l.ReleaseHeld, transferIDs[i], l.Kind, l.Description, l.LoanID, ats[i])
+		}
 	}
 	br := tx.SendBatch(ctx, b)
-	out := make([]PostedLeg, len(t.Legs))
+	out := make([][]PostedLeg, len(ts))
 	var first error
-	for i, l := range t.Legs {
-		p := PostedLeg{Leg: l}
-		err := br.QueryRow().Scan(&p.BalanceAfter, &p.Version, &p.EntryID)
-		switch {
-		case first != nil:
-		case errors.Is(err, pgx.ErrNoRows):
-			first = lending.Errorf(lending.CodeInsufficientFunds, "insufficient available funds")
-		case err != nil:
-			first = fmt.Errorf("apply leg on wallet %d: %w", l.WalletID, err)
+	for i, t := range ts {
+		out[i] = make([]PostedLeg, len(t.Legs))
+		for j, l := range t.Legs {
+			p := PostedLeg{Leg: l}
+			err := br.QueryRow().Scan(&p.BalanceAfter, &p.Version, &p.EntryID)
+			switch {
+			case first != nil:
+			case errors.Is(err, pgx.ErrNoRows):
+				first = lending.Errorf(lending.CodeInsufficientFunds, "insufficient available funds")
+			case err != nil:
+				first = fmt.Errorf("apply leg on wallet %d: %w", l.WalletID, err)
+			}
+			out[i][j] = p
 		}
-		out[i] = p
 	}
 	if err := br.Close(); err != nil && first == nil {
-		first = fmt.Errorf("post transfer %s: %w", t.Kind, err)
+		first = fmt.Errorf("post transfers: %w", err)
 	}
 	if first != nil {
 		return nil, first

@@ -412,23 +412,56 @@ func disburse(ctx context.Context, tx pgx.Tx, loan *lockedLoan, now time.Time) e
 		return fmt.Errorf("investments of loan %d: %w", loan.ID, err)
 	}
 	loanID := loan.ID
-	var total lending.Money
-	for _, c := range invs {
-		walletID, held, err := resolveHold(ctx, tx, c.HoldID, "POSTED")
-		if err != nil {
-			return err
+	// every hold posted in one statement, then one INVESTMENT transfer per
+	// investment, all posted together (postAll)
+	holdIDs := make([]int64, len(invs))
+	for i, c := range invs {
+		holdIDs[i] = c.HoldID
+	}
+	type posted struct {
+		walletID int64
+		amount   lending.Money
+	}
+	holds := make(map[int64]posted, len(invs))
+	hrows, err := tx.Query(ctx, `UPDATE holds SET status = 'POSTED', resolved_at = now()
+		WHERE id = ANY($1) AND status = 'HELD' RETURNING id, wallet_id, amount`, holdIDs)
+	if err != nil {
+		return fmt.Errorf("post holds of loan %d: %w", loan.ID, err)
+	}
+	for hrows.Next() {
+		var id int64
+		var h posted
+		if err := hrows.Scan(&id, &h.walletID, &h.amount); err != nil {
+			hrows.Close()
+			return fmt.Errorf("post holds of loan %d: %w", loan.ID, err)
 		}
-		if held != c.Amount {
-			return fmt.Errorf("investment %d: hold of %v for %v", c.ID, held, c.Amount)
+		holds[id] = h
+	}
+	hrows.Close()
+	if err := hrows.Err(); err != nil {
+		return fmt.Errorf("post holds of loan %d: %w", loan.ID, err)
+	}
+	var total lending.Money
+	transfers := make([]Transfer, 0, len(invs))
+	for _, c := range invs {
+		h, ok := holds[c.HoldID]
+		if !ok {
+			return fmt.Errorf("investment %d: hold %d is not held", c.ID, c.HoldID)
+		}
+		if h.amount != c.Amount {
+			return fmt.Errorf("investment %d: hold of %v for %v", c.ID, h.amount, c.Amount)
 		}
 		desc := fmt.Sprintf("Investment %d in loan #%d", c.ID, loanID)
-		if _, err := post(ctx, tx, Transfer{Kind: "INVESTMENT", At: now, Legs: []Leg{
-			{WalletID: walletID, Amount: -held, ReleaseHeld: held, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
-			{WalletID: loan.EscrowID, Amount: held, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
-		}}); err != nil {
+		transfers = append(transfers, Transfer{Kind: "INVESTMENT", At: now, Legs: []Leg{
+			{WalletID: h.walletID, Amount: -h.amount, ReleaseHeld: h.amount, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
+			{WalletID: loan.EscrowID, Amount: h.amount, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
+		}})
+		total += h.amount
+	}
+	if len(transfers) > 0 {
+		if _, err := postAll(ctx, tx, transfers); err != nil {
 			return err
 		}
-		total += held
 	}
 	if total != loan.Amount {
 		return fmt.Errorf("disburse loan %d: investments total %v, not %v", loan.ID, total, loan.Amount)

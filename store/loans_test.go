@@ -599,6 +599,17 @@ func TestInvestLastCentavoFundsAndDisburses(t *testing.T) {
 	if n := e.count(`SELECT count(*) FROM ledger_entries WHERE loan_id = $1 AND kind = 'INVESTMENT' AND amount < 0`, l.ID); n != 4 {
 		t.Fatalf("investment debits = %d, want 4", n)
 	}
+	// one INVESTMENT transfer per investment: its two entries name the same
+	// investment, and the debit is that investment's wallet and amount
+	if n := e.count(`SELECT count(*) FROM transfers t WHERE t.kind = 'INVESTMENT'
+		AND EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transfer_id = t.id AND e.loan_id = $1)
+		AND (SELECT count(*) FROM ledger_entries e WHERE e.transfer_id = t.id) = 2
+		AND (SELECT count(DISTINCT e.description) FROM ledger_entries e WHERE e.transfer_id = t.id) = 1
+		AND EXISTS (SELECT 1 FROM ledger_entries e JOIN investments i ON e.description = format('Investment %s in loan #%s', i.id, i.loan_id)
+			JOIN investors iv ON iv.id = i.investor_id JOIN wallets w ON w.user_id = iv.user_id
+			WHERE e.transfer_id = t.id AND e.amount = -i.amount AND e.wallet_id = w.id)`, l.ID); n != 4 {
+		t.Fatalf("well-formed investment transfers = %d, want 4", n)
+	}
 	if n := e.count(`SELECT count(*) FROM ledger_entries WHERE loan_id = $1 AND kind = 'DISBURSEMENT' AND amount = 98000`, l.ID); n != 1 {
 		t.Fatalf("disbursement credits = %d, want 1", n)
 	}
