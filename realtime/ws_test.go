@@ -1632,6 +1632,12 @@ func TestWSSharedRenderings(t *testing.T) {
 		// x, y and z (ids and protocols differ) get one rendering (counted
 		// once by the interceptors, then OnSharedNext for the other two);
 		// the viewer-dependent ones each render
+		// (OnSharedNext runs after the frame is queued, so a client may
+		// read the frame first: wait for the count, then check it exactly)
+		wsEventually(t, 5*time.Second, "OnSharedNext for the two shared deliveries", func() bool {
+			return sharedNext.Load()-sharedBefore >= 2
+		})
+		time.Sleep(20 * time.Millisecond) // a third call, were there one, shows here
 		r, sh := e.schema.renders.Load()-before, sharedNext.Load()-sharedBefore
 		if r != 3 || sh != 2 {
 			t.Fatalf("value %d rendered %d times and shared %d times, want 1 for x, y, z (shared twice) and 2 for v", i, r, sh)
