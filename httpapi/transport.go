@@ -18,6 +18,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"mutuo/internal/httpx"
 	"mutuo/lending"
 )
 
@@ -42,7 +43,7 @@ var _ graphql.Transport = Transport{}
 // Supports takes every GET and POST that is not a websocket upgrade, and
 // every other method (to answer 405).
 func (Transport) Supports(r *http.Request) bool {
-	return !strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+	return !httpx.WebsocketUpgrade(r)
 }
 
 type params struct {

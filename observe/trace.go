@@ -46,6 +46,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"mutuo/internal/httpx"
 	"mutuo/lending"
 )
 
@@ -186,10 +187,8 @@ func (t *Tracing) Middleware(next http.Handler) http.Handler {
 }
 
 func untraced(r *http.Request) bool {
-	for _, v := range r.Header.Values("Upgrade") {
-		if strings.Contains(strings.ToLower(v), "websocket") {
-			return true
-		}
+	if httpx.WebsocketUpgrade(r) {
+		return true
 	}
 	switch r.URL.Path {
 	case "/healthz", "/readyz", "/metrics":

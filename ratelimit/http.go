@@ -7,13 +7,13 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"mutuo/internal/httpx"
 	"mutuo/lending"
 	"mutuo/limits"
 )
@@ -56,7 +56,7 @@ type holderKey struct{}
 func (l *Limiter) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := WithClientIP(r.Context(), l.ClientIP(r))
-		if isWebsocketUpgrade(r) {
+		if httpx.WebsocketUpgrade(r) {
 			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		}
@@ -64,19 +64,6 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 		ctx = context.WithValue(ctx, holderKey{}, h)
 		next.ServeHTTP(&retryAfterWriter{ResponseWriter: w, h: h}, r.WithContext(ctx))
 	})
-}
-
-// isWebsocketUpgrade matches realtime.WSTransport.Supports: an Upgrade
-// header with a websocket token.
-func isWebsocketUpgrade(r *http.Request) bool {
-	for _, v := range r.Header.Values("Upgrade") {
-		for _, p := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(p), "websocket") {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // retryAfterWriter adds Retry-After (and 429) to the response's header when

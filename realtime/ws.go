@@ -63,6 +63,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"mutuo/auth"
+	"mutuo/internal/httpx"
 	"mutuo/lending"
 )
 
@@ -289,16 +290,7 @@ func NewWSTransport(cfg WSConfig) (*WSTransport, error) {
 }
 
 // Supports takes websocket upgrade requests (Upgrade: websocket).
-func (t *WSTransport) Supports(r *http.Request) bool {
-	for _, v := range r.Header.Values("Upgrade") {
-		for _, p := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(p), "websocket") {
-				return true
-			}
-		}
-	}
-	return false
-}
+func (t *WSTransport) Supports(r *http.Request) bool { return httpx.WebsocketUpgrade(r) }
 
 // Stats returns the current number of sockets and operations.
 func (t *WSTransport) Stats() WSStats {
