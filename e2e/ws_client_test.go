@@ -230,17 +230,24 @@ func (c *wsClient) expectSingle(id string, d time.Duration) (map[string]any, []g
 	return r.Data, r.Errors
 }
 
-// skipComplete consumes operation id's complete if it is the next message
-// (it must be, per the protocol) and proves nothing else is queued.
+// skipComplete consumes operation id's complete (which follows its result,
+// per the protocol) and proves nothing else is queued: it sends a ping and
+// reads exactly the complete and the pong, in either order (the pong may
+// overtake a complete the operation has not queued yet).
 func (c *wsClient) skipComplete(id string) {
 	c.t.Helper()
 	c.send(map[string]any{"type": "ping", "payload": map[string]any{"sync": true}})
-	m := c.next(5 * time.Second)
-	if m.Type == "complete" && m.ID == id {
-		m = c.next(5 * time.Second)
-	}
-	if m.Type != "pong" {
-		c.t.Fatalf("ws %s: got %s %q %s before the pong", c.name, m.Type, m.ID, m.Payload)
+	var complete, pong bool
+	for !complete || !pong {
+		m := c.next(5 * time.Second)
+		switch {
+		case m.Type == "complete" && m.ID == id && !complete:
+			complete = true
+		case m.Type == "pong" && !pong:
+			pong = true
+		default:
+			c.t.Fatalf("ws %s: got %s %q %s, want only %q's complete and the pong", c.name, m.Type, m.ID, m.Payload, id)
+		}
 	}
 }
 
