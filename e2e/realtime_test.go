@@ -21,6 +21,7 @@ import (
 	"mutuo/app"
 	"mutuo/lending"
 	"mutuo/pix"
+	"mutuo/store"
 )
 
 const (
@@ -849,6 +850,76 @@ func TestRealtimeQueriesAndMutationsComplete(t *testing.T) {
 		t.Fatal("a query that fails: no errors")
 	}
 	c.sync()
+}
+
+// TestResumeNotificationsAfterOutOfOrderCommit: the same for
+// notificationAdded. A notification takes its id in a transaction that
+// stays open (written as store's notify writes one: the row and its outbox
+// event), while a later one (Ana's message notifies Carla) commits, is seen
+// live, and Carla disconnects; the first then commits. Resuming after the
+// one she saw (by its id, as a phone has it) replays the late one, then
+// goes on live.
+func TestResumeNotificationsAfterOutOfOrderCommit(t *testing.T) {
+	e := newEnv(t)
+	w := apiWorld(t, e)
+	ana, carla := w.tokens["inv1"], w.tokens["bor1"]
+	carlaID := w.users["bor1"]
+	chat := e.startChat(ana, gid(lending.KindUser, carlaID), "")
+
+	c1 := wsConnect(t, e.URL, carla)
+	c1.subscribe("n", notifSubQ, nil)
+	waitHubSubs(t, e.App, 1)
+
+	ctx := context.Background()
+	tx, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var lateID int64
+	if err := tx.QueryRow(ctx, `INSERT INTO notifications (user_id, kind, title, body) VALUES ($1, 'REPAYMENT_RECEIVED', 'Pagamento recebido', 'lento')
+		RETURNING id`, carlaID).Scan(&lateID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO outbox (stream, topic, payload) VALUES ($1, 'notification.added', jsonb_build_object('notificationId', $2::bigint, 'userId', $3::bigint))`,
+		store.NotificationStream(carlaID), lateID, carlaID); err != nil {
+		t.Fatal(err)
+	}
+	e.sendMsg(ana, chat, "rápida") // notifies Carla, with a larger id, and commits
+	fast := str(c1.expectNext("n", wsWait)["notificationAdded"].(map[string]any), "id")
+	if numID(t, fast) <= lateID {
+		t.Fatalf("setup: the live notification %s does not have the larger id (late %d)", fast, lateID)
+	}
+	c1.abort()
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	late := gid(lending.KindNotification, lateID)
+	// published while Carla is away: only the replay can bring it back
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var published bool
+		if err := e.DB.Pool.QueryRow(ctx, `SELECT published_at IS NOT NULL FROM outbox WHERE topic = 'notification.added'
+			AND (payload->>'notificationId')::bigint = $1`, lateID).Scan(&published); err != nil {
+			t.Fatal(err)
+		}
+		if published {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the late notification's event was not published")
+		}
+	}
+
+	c2 := wsConnect(t, e.URL, carla)
+	c2.subscribe("n", notifSubQ, map[string]any{"a": fast})
+	got := ids(c2.collect("n", "notificationAdded", 1))
+	e.sendMsg(ana, chat, "depois")
+	got = append(got, ids(c2.collect("n", "notificationAdded", 1))...)
+	all, _ := e.notificationIDs(carla)
+	if want := []string{late, all[len(all)-1]}; !slices.Equal(got, want) {
+		t.Fatalf("resumed after %s: got %v, want exactly %v", fast, got, want)
+	}
+	c2.quiet(300 * time.Millisecond)
 }
 
 // TestResumeAfterOutOfOrderCommit: resuming messageAdded over all of the
