@@ -74,8 +74,14 @@ func TestNetAnnualizedReturnProperty(t *testing.T) {
 		flows := []CashFlow{{t0, -inv}, {end, back}}
 		got := NetAnnualizedReturn(flows, end)
 		want := math.Pow(float64(back)/float64(inv), 365/float64(d)) - 1
-		if want > 1e11 || want < -1+1e-12 { // beyond the documented search range
+		// The search covers ln(1+x) in [-30, 27.6], x from about -1+9.4e-14
+		// to 9.7e11: beyond it, nil; near its edges (where rounding decides),
+		// nil or the right value; inside it, the right value.
+		if want > 2e12 || want < -1+5e-14 {
 			return got == nil
+		}
+		if got == nil && (want > 5e11 || want < -1+2e-13) {
+			return true
 		}
 		if got == nil || math.Abs(*got-want) > 1e-9*math.Max(1, math.Abs(want)) {
 			t.Logf("inv %v back %v d %d: got %v want %v", inv, back, d, got, want)
