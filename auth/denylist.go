@@ -34,13 +34,3 @@ func (d *Denylist) Add(ctx context.Context, jti string, ttl time.Duration) error
 	}
 	return nil
 }
-
-// Contains reports whether jti is revoked. A Redis failure is an error, never
-// a "no": callers must fail closed.
-func (d *Denylist) Contains(ctx context.Context, jti string) (bool, error) {
-	n, err := d.rdb.Exists(ctx, d.key(jti)).Result()
-	if err != nil {
-		return false, fmt.Errorf("denylist check %s: %w", jti, err)
-	}
-	return n > 0, nil
-}

@@ -32,8 +32,8 @@ func (d *Denylist) Revoked(ctx context.Context, jtis []string) (map[string]bool,
 	return out, nil
 }
 
-// RevokedTokens reports which of the access-token ids (claims' jti) have
-// been signed out. Long-lived connections (websockets), which authenticate
+// RevokedTokens reports which of the revocation ids (Claims.RevocationIDs:
+// token ids and session ids) have been signed out. Long-lived connections (websockets), which authenticate
 // once, call it periodically for all their tokens at once; a Redis failure
 // is an error.
 func (s *Service) RevokedTokens(ctx context.Context, jtis []string) (map[string]bool, error) {

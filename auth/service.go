@@ -265,7 +265,28 @@ func (s *Service) SignOut(ctx context.Context, claims *Claims) error {
 	if err := s.denylist.Add(ctx, claims.ID, claims.ExpiresAt.Add(leeway).Sub(s.now())+time.Second); err != nil {
 		return err
 	}
+	// The session's other access tokens (issued before a refresh, perhaps
+	// still held by a socket) end with it: its id is denylisted for as long
+	// as any of them can verify.
+	if claims.SessionID != "" {
+		if err := s.denylist.Add(ctx, sessionRevocationID(claims.SessionID), s.tokens.ttl+leeway+time.Second); err != nil {
+			return err
+		}
+	}
 	return s.accounts.RevokeRefreshFamily(ctx, claims.Family())
+}
+
+// sessionRevocationID is the denylist entry of a signed-out session (sid),
+// apart from token ids (jti).
+func sessionRevocationID(sid string) string { return "sid:" + sid }
+
+// RevocationIDs are the denylist entries that revoke c: its token id and,
+// when it has one, its session's.
+func (c *Claims) RevocationIDs() []string {
+	if c.SessionID == "" {
+		return []string{c.ID}
+	}
+	return []string{c.ID, sessionRevocationID(c.SessionID)}
 }
 
 // Authenticate verifies an access token (the part after "Bearer ") and
@@ -279,12 +300,12 @@ func (s *Service) Authenticate(ctx context.Context, token string) (lending.Viewe
 	if err != nil {
 		return lending.Viewer{}, nil, err
 	}
-	revoked, err := s.denylist.Contains(ctx, c.ID)
+	revoked, err := s.denylist.Revoked(ctx, c.RevocationIDs())
 	if err != nil {
 		return lending.Viewer{}, nil, err
 	}
-	if revoked {
-		return lending.Viewer{}, nil, invalidAccess("access token %s was signed out", c.ID)
+	if len(revoked) > 0 {
+		return lending.Viewer{}, nil, invalidAccess("access token %s (session %s) was signed out", c.ID, c.SessionID)
 	}
 	return c.Viewer(), c, nil
 }

@@ -960,14 +960,10 @@ func (l *loader) chats(ctx context.Context) error {
 					if m.p == c.bor {
 						from = c.inv
 					}
-					body := c.lines[i].text
-					if r := []rune(body); len(r) > 120 {
-						body = string(r[:119]) + "…"
-					}
 					var nid int64
 					if err := tx.QueryRow(ctx, `INSERT INTO notifications (user_id, kind, title, body, loan_id, created_at)
 						VALUES ($1, 'NEW_MESSAGE', $2, $3, $4, $5) RETURNING id`,
-						m.p.user.ID, "Nova mensagem de "+from.name, body, loanID, times[i]).Scan(&nid); err != nil {
+						m.p.user.ID, store.NewMessageTitle(from.name), store.MessagePreview(c.lines[i].text), loanID, times[i]).Scan(&nid); err != nil {
 						return fmt.Errorf("insert message notification: %w", err)
 					}
 					notifIDs = append(notifIDs, nid)

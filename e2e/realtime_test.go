@@ -537,6 +537,27 @@ func TestRealtimeAuthorization(t *testing.T) {
 	if code := s.closeCode(6 * time.Second); code != 4403 {
 		t.Fatalf("after signOut: close %d, want 4403", code)
 	}
+
+	// signing out with a later token of the same session (after a refresh)
+	// ends the session's earlier tokens too: the socket holding one closes
+	// with 4403, and over HTTP it is 401
+	d := e.ok("", `mutation($e: String!, $p: String!) { signIn(email: $e, password: $p) { accessToken refreshToken } }`,
+		map[string]any{"e": "ana@test.dev", "p": "password-123"})
+	old, refresh := str(d, "signIn.accessToken"), str(d, "signIn.refreshToken")
+	s = wsConnect(t, e.URL, old)
+	s.subscribe("w", walletSubQ, nil)
+	s.expectNext("w", wsWait)
+	d = e.ok("", `mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }`, map[string]any{"t": refresh})
+	later := str(d, "refreshToken.accessToken")
+	other := signIn(e, "ana@test.dev", "password-123") // another session
+	e.ok(later, `mutation { signOut }`, nil)
+	if code := s.closeCode(6 * time.Second); code != 4403 {
+		t.Fatalf("after signOut with the session's later token: close %d, want 4403", code)
+	}
+	if r := e.do(old, `{ me { id } }`, nil); r.Status != http.StatusUnauthorized || r.code(0) != "UNAUTHENTICATED" {
+		t.Fatalf("the session's earlier token after signOut: %d %s", r.Status, r.Body)
+	}
+	e.ok(other, `{ me { id } }`, nil) // other sessions are untouched
 }
 
 // ---------------------------------------------------------------- resume with after

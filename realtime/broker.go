@@ -179,7 +179,7 @@ func (b *Broker) catchUp(ctx context.Context) error {
 			return err
 		}
 		for _, e := range evs {
-			b.dispatch(Event{ID: e.ID, Seq: e.Seq, Stream: e.Stream, Topic: e.Topic, Payload: e.Payload, CreatedAt: e.CreatedAt})
+			b.dispatch(eventOf(e))
 			from = e.Seq
 		}
 		if len(evs) < page {

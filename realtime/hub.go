@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"mutuo/store"
 )
 
 // Event is one outbox event as it travels through Redis (JSON) and the Hub.
@@ -34,6 +36,11 @@ type Event struct {
 	Topic     string          `json:"topic"`
 	Payload   json.RawMessage `json:"payload"`
 	CreatedAt time.Time       `json:"createdAt"`
+}
+
+// eventOf is the Event of an outbox row.
+func eventOf(e store.OutboxEvent) Event {
+	return Event{ID: e.ID, Seq: e.Seq, Stream: e.Stream, Topic: e.Topic, Payload: e.Payload, CreatedAt: e.CreatedAt}
 }
 
 // Why a Subscription's channel was closed (Subscription.Err).
@@ -151,9 +158,6 @@ func (h *Hub) add(s *Subscription) {
 	m[s] = struct{}{}
 	h.subs++
 }
-
-// Stream is the subscription's stream.
-func (s *Subscription) Stream() string { return s.stream }
 
 // Close ends the subscription and closes C (if it is not closed yet). It
 // is idempotent and safe to call concurrently with dispatch.

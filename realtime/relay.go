@@ -193,7 +193,7 @@ func (r *Relay) Once(ctx context.Context) (store.RelayBatch, error) {
 func (r *Relay) publish(ctx context.Context, ch string, evs []store.OutboxEvent) error {
 	msgs := make([][]byte, len(evs))
 	for i, e := range evs {
-		b, err := json.Marshal(Event{ID: e.ID, Seq: e.Seq, Stream: e.Stream, Topic: e.Topic, Payload: e.Payload, CreatedAt: e.CreatedAt})
+		b, err := json.Marshal(eventOf(e))
 		if err != nil {
 			return fmt.Errorf("encode event %d: %w", e.ID, err)
 		}

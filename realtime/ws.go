@@ -122,9 +122,9 @@ type WSAuthenticator interface {
 	// Authenticate verifies an access token: an UNAUTHENTICATED error when it
 	// does not authenticate, any other error when it cannot be checked.
 	Authenticate(ctx context.Context, token string) (lending.Viewer, *auth.Claims, error)
-	// RevokedTokens reports which of the access-token ids have been signed
-	// out; an error when that cannot be checked.
-	RevokedTokens(ctx context.Context, jtis []string) (map[string]bool, error)
+	// RevokedTokens reports which of the revocation ids (a token's, its
+	// session's) have been signed out; an error when that cannot be checked.
+	RevokedTokens(ctx context.Context, ids []string) (map[string]bool, error)
 }
 
 // WSConfig configures a WSTransport. Zero durations and sizes mean the
@@ -593,8 +593,8 @@ func (c *wsConn) deleteOp(id string) {
 // wsAuthState is what the maintenance goroutine needs of an authenticated
 // socket.
 type wsAuthState struct {
-	jti     string
-	slotKey string // "" when sockets per user are not counted
+	revocation []string // the token's revocation ids (auth.Claims.RevocationIDs)
+	slotKey    string   // "" when sockets per user are not counted
 }
 
 // wsOp is one active operation.
@@ -1543,7 +1543,9 @@ func (c *wsConn) initialise(payload json.RawMessage) (int, string) {
 			c.t.log.DebugContext(c.ctx, "ws: rejected access token", "err", err)
 			return WSCloseForbidden, "Forbidden"
 		}
-		c.t.log.ErrorContext(c.ctx, "ws: cannot authenticate", "err", err)
+		if !c.isClosing() { // (a socket closed meanwhile cancels the check: nothing to report)
+			c.t.log.ErrorContext(c.ctx, "ws: cannot authenticate", "err", err)
+		}
 		return WSCloseTryAgainLater, "Try again later"
 	}
 	if !viewer.Authenticated() || claims == nil || claims.ExpiresAt == nil {
@@ -1561,8 +1563,8 @@ func (c *wsConn) initialise(payload json.RawMessage) (int, string) {
 	// not cancelled with the socket: stopOps stops its operations
 	// (the viewer once for all of them; of the claims, what is used later)
 	kept := claims.Retained()
-	c.opBase = lending.WithViewer(auth.WithClaims(c.ctx, kept), viewer)
-	c.authn.Store(&wsAuthState{jti: kept.ID, slotKey: slotKey})
+	c.opBase = lending.WithViewer(auth.WithClaims(c.ctx, kept), kept.Viewer())
+	c.authn.Store(&wsAuthState{revocation: kept.RevocationIDs(), slotKey: slotKey})
 	c.expiry.Store(exp.UnixNano())
 	c.qmu.Lock() // the socket's timer closes it (4403) at exp
 	now := wsClock()

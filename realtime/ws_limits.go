@@ -109,35 +109,39 @@ func (t *WSTransport) maintain(ctx context.Context, done chan struct{}) {
 	}
 }
 
-// checkRevocations closes (4403) the sockets whose tokens were signed out.
+// checkRevocations closes (4403) the sockets whose tokens were signed out,
+// by their own id or their session's (signOut with a later token of the
+// same session).
 func (t *WSTransport) checkRevocations(ctx context.Context) {
-	byJTI := map[string][]*wsConn{}
+	byID := map[string][]*wsConn{}
 	for _, c := range t.snapshot() {
 		if a := c.authn.Load(); a != nil && !c.isClosing() {
-			byJTI[a.jti] = append(byJTI[a.jti], c)
+			for _, id := range a.revocation {
+				byID[id] = append(byID[id], c)
+			}
 		}
 	}
-	if len(byJTI) == 0 {
+	if len(byID) == 0 {
 		return
 	}
-	jtis := make([]string, 0, len(byJTI))
-	for j := range byJTI {
-		jtis = append(jtis, j)
+	ids := make([]string, 0, len(byID))
+	for id := range byID {
+		ids = append(ids, id)
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.RevocationInterval)
 	defer cancel()
-	revoked, err := t.cfg.Auth.RevokedTokens(ctx, jtis)
+	revoked, err := t.cfg.Auth.RevokedTokens(ctx, ids)
 	if err != nil {
 		if ctx.Err() == nil || ctx.Err() == context.DeadlineExceeded {
 			t.log.Warn("ws: cannot check revoked tokens (retrying)", "err", err)
 		}
 		return
 	}
-	for j := range revoked {
-		if !revoked[j] {
+	for id := range revoked {
+		if !revoked[id] {
 			continue
 		}
-		for _, c := range byJTI[j] {
+		for _, c := range byID[id] {
 			t.log.Debug("ws: token signed out, closing socket")
 			c.closeWith(WSCloseForbidden, "Forbidden", false)
 		}

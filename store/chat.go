@@ -190,7 +190,7 @@ func (s *Store) SendMessage(ctx context.Context, v lending.Viewer, chatID int64,
 		if err := mustOne(tag, "advance read position"); err != nil {
 			return err
 		}
-		title, preview := "Nova mensagem de "+senderName, messagePreview(body)
+		title, preview := NewMessageTitle(senderName), MessagePreview(body)
 		// one event for every participant's stream: the message has one
 		// place in the publication sequence
 		if err := emit(ctx, tx, MessageStream(low)+" "+MessageStream(high), topicMessageAdded,
@@ -298,9 +298,13 @@ func validateMessage(body string, clientMessageID *string) (string, error) {
 	return body, nil
 }
 
-// messagePreview is a message's first previewRunes characters on one line,
+// NewMessageTitle is the title of the NEW_MESSAGE notification of a message
+// from sender.
+func NewMessageTitle(sender string) string { return "Nova mensagem de " + sender }
+
+// MessagePreview is a message's first previewRunes characters on one line,
 // with an ellipsis when cut.
-func messagePreview(body string) string {
+func MessagePreview(body string) string {
 	s := strings.Join(strings.Fields(body), " ")
 	if utf8.RuneCountInString(s) <= previewRunes {
 		return s

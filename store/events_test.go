@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -450,5 +451,32 @@ func TestStartPointIsAfterTheNewestItem(t *testing.T) {
 	ns, _ := s.NotificationsAfter(ctx, b, 0, 10)
 	if p, err := s.NotificationStartPoint(ctx, b, 0); err != nil || len(ns) != 2 || p.Seq != ns[1].PubSeq {
 		t.Fatalf("notifications: %+v, %v (have %+v)", p, err, ns)
+	}
+}
+
+// CheckInvariants notices a numbered event whose item has no number (a
+// replay would never see the item).
+func TestCheckInvariantsSeesAnUnnumberedItem(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	a := lending.Viewer{UserID: newUser(t, s)}
+	b := lending.Viewer{UserID: newUser(t, s)}
+	chat, err := s.StartChat(ctx, a, b.UserID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.SendMessage(ctx, a, chat.ID, "olá", nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle(t, s)
+	if err := s.CheckInvariants(ctx); err != nil {
+		t.Fatalf("numbered: %v", err)
+	}
+	if _, err := s.Pool().Exec(ctx, `UPDATE messages SET pub_seq = NULL WHERE id = $1`, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckInvariants(ctx); err == nil || !strings.Contains(err.Error(), "its item is not numbered") {
+		t.Fatalf("an unnumbered message: %v", err)
 	}
 }

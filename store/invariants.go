@@ -32,6 +32,14 @@ var invariantChecks = []struct {
 		SELECT format('wallet %s: held %s, HELD holds sum to %s', w.id, w.held, coalesce(h.s, 0))
 		FROM wallets w LEFT JOIN (SELECT wallet_id, sum(amount) AS s FROM holds WHERE status = 'HELD' GROUP BY wallet_id) h ON h.wallet_id = w.id
 		WHERE w.held <> coalesce(h.s, 0)`},
+	{"every numbered notification or message event has numbered its item (replays read the item's number)", `
+		SELECT format('event %s (%s, number %s): its item is not numbered', o.id, o.topic, o.pub_seq)
+		FROM outbox o
+		WHERE o.pub_seq IS NOT NULL AND (
+			(o.topic = '` + topicNotificationAdded + `' AND NOT EXISTS (SELECT 1 FROM notifications nt
+				WHERE nt.id = (o.payload->>'notificationId')::bigint AND nt.pub_seq IS NOT NULL))
+			OR (o.topic = '` + topicMessageAdded + `' AND NOT EXISTS (SELECT 1 FROM messages m
+				WHERE m.id = (o.payload->>'messageId')::bigint AND m.pub_seq IS NOT NULL)))`},
 	{"every transfer sums to zero and has entries", `
 		SELECT format('transfer %s (%s): %s entries summing to %s', t.id, t.kind, count(e.id), coalesce(sum(e.amount), 0))
 		FROM transfers t LEFT JOIN ledger_entries e ON e.transfer_id = t.id

@@ -188,12 +188,15 @@ const postLegSQL = `
 		INSERT INTO ledger_entries (transfer_id, wallet_id, kind, amount, balance_after, description, loan_id, created_at)
 		SELECT $4, w.id, $5, $2, w.balance, $6, $7, coalesce($8, now()) FROM w
 		RETURNING id),
-	o AS (
-		INSERT INTO outbox (stream, topic, payload)
+	o AS (` + walletEventsSQL + `)
+	SELECT w.balance, w.version, e.id FROM w, e`
+
+// walletEventsSQL writes, in SQL, the event emitWallet writes for each user
+// wallet of a CTE named w (id, version, user_id) that updated wallets.
+const walletEventsSQL = `INSERT INTO outbox (stream, topic, payload)
 		SELECT 'wallet:' || w.user_id, '` + topicWalletUpdated + `',
 			jsonb_build_object('walletId', w.id, 'userId', w.user_id, 'version', w.version)
-		FROM w WHERE w.user_id IS NOT NULL)
-	SELECT w.balance, w.version, e.id FROM w, e`
+		FROM w WHERE w.user_id IS NOT NULL`
 
 // hold reserves amount of a user wallet's available money. Errors:
 // INSUFFICIENT_FUNDS.
@@ -218,32 +221,84 @@ func hold(ctx context.Context, tx pgx.Tx, walletID int64, amount lending.Money, 
 	return id, emitWallet(ctx, tx, walletID, userID, version)
 }
 
-// resolveHold marks a HELD hold POSTED or VOIDED, exactly once: a hold that
-// is already resolved is an error. It returns the hold's wallet and amount.
-// Voiding also gives the money back to available; posting leaves that to the
-// debit leg (Leg.ReleaseHeld).
+// resolvedHold is a hold resolveHolds resolved: its wallet and amount.
+type resolvedHold struct {
+	WalletID int64
+	Amount   lending.Money
+}
+
+// resolveHold is resolveHolds for one hold.
 func resolveHold(ctx context.Context, tx pgx.Tx, holdID int64, status string) (walletID int64, amount lending.Money, err error) {
-	err = tx.QueryRow(ctx, `UPDATE holds SET status = $2, resolved_at = now()
-		WHERE id = $1 AND status = 'HELD' RETURNING wallet_id, amount`, holdID, status).Scan(&walletID, &amount)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, 0, fmt.Errorf("hold %d is not held", holdID)
-	}
+	m, err := resolveHolds(ctx, tx, []int64{holdID}, status)
 	if err != nil {
-		return 0, 0, fmt.Errorf("resolve hold %d: %w", holdID, err)
+		return 0, 0, err
 	}
-	if status == "VOIDED" {
-		var userID int64
-		var version int
-		err := tx.QueryRow(ctx, `UPDATE wallets SET held = held - $2, version = version + 1
-			WHERE id = $1 AND held >= $2 RETURNING user_id, version`, walletID, amount).Scan(&userID, &version)
-		if err != nil {
-			return 0, 0, fmt.Errorf("release hold %d on wallet %d: %w", holdID, walletID, err)
+	return m[holdID].WalletID, m[holdID].Amount, nil
+}
+
+// resolveHolds marks HELD holds POSTED or VOIDED, exactly once each: a hold
+// that is already resolved (or missing) is an error. It returns each hold's
+// wallet and amount. Voiding also gives the money back to available (one
+// update and one wallet event per wallet); posting leaves that to the debit
+// leg (Leg.ReleaseHeld). Two statements whatever the number of holds.
+func resolveHolds(ctx context.Context, tx pgx.Tx, holdIDs []int64, status string) (map[int64]resolvedHold, error) {
+	rows, err := tx.Query(ctx, `UPDATE holds SET status = $2, resolved_at = now()
+		WHERE id = ANY($1) AND status = 'HELD' RETURNING id, wallet_id, amount`, holdIDs, status)
+	if err != nil {
+		return nil, fmt.Errorf("resolve holds: %w", err)
+	}
+	out := make(map[int64]resolvedHold, len(holdIDs))
+	perWallet := map[int64]lending.Money{}
+	for rows.Next() {
+		var id int64
+		var h resolvedHold
+		if err := rows.Scan(&id, &h.WalletID, &h.Amount); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("resolve holds: %w", err)
 		}
-		if err := emitWallet(ctx, tx, walletID, userID, version); err != nil {
-			return 0, 0, err
+		out[id] = h
+		perWallet[h.WalletID] += h.Amount
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("resolve holds: %w", err)
+	}
+	for _, id := range holdIDs {
+		if _, ok := out[id]; !ok {
+			return nil, fmt.Errorf("hold %d is not held", id)
 		}
 	}
-	return walletID, amount, nil
+	if status != "VOIDED" || len(perWallet) == 0 {
+		return out, nil
+	}
+	wallets := make([]int64, 0, len(perWallet))
+	for w := range perWallet {
+		wallets = append(wallets, w)
+	}
+	// in the one lock order (a no-op for wallets the caller has locked)
+	if err := lockWallets(ctx, tx, wallets...); err != nil {
+		return nil, err
+	}
+	slices.Sort(wallets)
+	amounts := make([]lending.Money, len(wallets))
+	for i, w := range wallets {
+		amounts[i] = perWallet[w]
+	}
+	var n int
+	if err := tx.QueryRow(ctx, `
+		WITH w AS (
+			UPDATE wallets w SET held = w.held - r.amount, version = w.version + 1
+			FROM unnest($1::bigint[], $2::bigint[]) AS r(id, amount)
+			WHERE w.id = r.id AND w.held >= r.amount
+			RETURNING w.id, w.version, w.user_id),
+		o AS (`+walletEventsSQL+`)
+		SELECT count(*) FROM w`, wallets, amounts).Scan(&n); err != nil {
+		return nil, fmt.Errorf("release holds: %w", err)
+	}
+	if n != len(wallets) {
+		return nil, fmt.Errorf("release holds: released on %d of %d wallets", n, len(wallets))
+	}
+	return out, nil
 }
 
 // platformWallet returns the id of a platform account (PIX_CLEARING or

@@ -320,8 +320,11 @@ func (s *Store) Invest(ctx context.Context, v lending.Viewer, loanID int64, amou
 		if err := mustOne(tag, "fund loan"); err != nil {
 			return err
 		}
-		if err := notify(ctx, tx, v.UserID, lending.NotifInvestmentConfirmed, "Investment confirmed",
-			fmt.Sprintf("R$ %v is reserved for loan #%d until it is fully funded.", amount, loanID), &loanID); err != nil {
+		body := fmt.Sprintf("R$ %v is reserved for loan #%d until it is fully funded.", amount, loanID)
+		if completes { // funded and disbursed in this transaction
+			body = fmt.Sprintf("R$ %v completed the funding of loan #%d.", amount, loanID)
+		}
+		if err := notify(ctx, tx, v.UserID, lending.NotifInvestmentConfirmed, "Investment confirmed", body, &loanID); err != nil {
 			return err
 		}
 		if !completes {
@@ -413,55 +416,29 @@ func disburse(ctx context.Context, tx pgx.Tx, loan *lockedLoan, now time.Time) e
 	}
 	loanID := loan.ID
 	// every hold posted in one statement, then one INVESTMENT transfer per
-	// investment, all posted together (postAll)
+	// investment, the disbursement and the fee, all posted together
+	// (postAll)
 	holdIDs := make([]int64, len(invs))
 	for i, c := range invs {
 		holdIDs[i] = c.HoldID
 	}
-	type posted struct {
-		walletID int64
-		amount   lending.Money
-	}
-	holds := make(map[int64]posted, len(invs))
-	hrows, err := tx.Query(ctx, `UPDATE holds SET status = 'POSTED', resolved_at = now()
-		WHERE id = ANY($1) AND status = 'HELD' RETURNING id, wallet_id, amount`, holdIDs)
+	holds, err := resolveHolds(ctx, tx, holdIDs, "POSTED")
 	if err != nil {
-		return fmt.Errorf("post holds of loan %d: %w", loan.ID, err)
-	}
-	for hrows.Next() {
-		var id int64
-		var h posted
-		if err := hrows.Scan(&id, &h.walletID, &h.amount); err != nil {
-			hrows.Close()
-			return fmt.Errorf("post holds of loan %d: %w", loan.ID, err)
-		}
-		holds[id] = h
-	}
-	hrows.Close()
-	if err := hrows.Err(); err != nil {
-		return fmt.Errorf("post holds of loan %d: %w", loan.ID, err)
+		return err
 	}
 	var total lending.Money
 	transfers := make([]Transfer, 0, len(invs))
 	for _, c := range invs {
-		h, ok := holds[c.HoldID]
-		if !ok {
-			return fmt.Errorf("investment %d: hold %d is not held", c.ID, c.HoldID)
-		}
-		if h.amount != c.Amount {
-			return fmt.Errorf("investment %d: hold of %v for %v", c.ID, h.amount, c.Amount)
+		h := holds[c.HoldID]
+		if h.Amount != c.Amount {
+			return fmt.Errorf("investment %d: hold of %v for %v", c.ID, h.Amount, c.Amount)
 		}
 		desc := fmt.Sprintf("Investment %d in loan #%d", c.ID, loanID)
 		transfers = append(transfers, Transfer{Kind: "INVESTMENT", At: now, Legs: []Leg{
-			{WalletID: h.walletID, Amount: -h.amount, ReleaseHeld: h.amount, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
-			{WalletID: loan.EscrowID, Amount: h.amount, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
+			{WalletID: h.WalletID, Amount: -h.Amount, ReleaseHeld: h.Amount, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
+			{WalletID: loan.EscrowID, Amount: h.Amount, Kind: lending.EntryInvestment, Description: desc, LoanID: &loanID},
 		}})
-		total += h.amount
-	}
-	if len(transfers) > 0 {
-		if _, err := postAll(ctx, tx, transfers); err != nil {
-			return err
-		}
+		total += h.Amount
 	}
 	if total != loan.Amount {
 		return fmt.Errorf("disburse loan %d: investments total %v, not %v", loan.ID, total, loan.Amount)
@@ -472,24 +449,24 @@ func disburse(ctx context.Context, tx pgx.Tx, loan *lockedLoan, now time.Time) e
 	}
 	fee := lending.OriginationFee(loan.Amount)
 	net := loan.Amount - fee
-	if _, err := post(ctx, tx, Transfer{Kind: "DISBURSEMENT", At: now, Legs: []Leg{
+	transfers = append(transfers, Transfer{Kind: "DISBURSEMENT", At: now, Legs: []Leg{
 		{WalletID: loan.EscrowID, Amount: -net, Kind: lending.EntryDisbursement, Description: fmt.Sprintf("Disbursement of loan #%d", loanID), LoanID: &loanID},
 		{WalletID: borrowerWallet, Amount: net, Kind: lending.EntryDisbursement, Description: fmt.Sprintf("Loan #%d disbursed", loanID), LoanID: &loanID},
-	}}); err != nil {
-		return err
-	}
+	}})
 	if fee > 0 {
 		fees, err := platformWallet(ctx, tx, "PLATFORM_FEES")
 		if err != nil {
 			return err
 		}
 		desc := fmt.Sprintf("Origination fee of loan #%d", loanID)
-		if _, err := post(ctx, tx, Transfer{Kind: "ORIGINATION_FEE", At: now, Legs: []Leg{
+		transfers = append(transfers, Transfer{Kind: "ORIGINATION_FEE", At: now, Legs: []Leg{
 			{WalletID: loan.EscrowID, Amount: -fee, Kind: lending.EntryFee, Description: desc, LoanID: &loanID},
 			{WalletID: fees, Amount: fee, Kind: lending.EntryFee, Description: desc, LoanID: &loanID},
-		}}); err != nil {
-			return err
-		}
+		}})
+	}
+	// into escrow, then out of it: applied in this order
+	if _, err := postAll(ctx, tx, transfers); err != nil {
+		return err
 	}
 	sched := lending.Schedule(loan.Amount, loan.AnnualRateBps, loan.TermMonths, now.UTC().AddDate(0, 1, 0))
 	if err := insertSchedule(ctx, tx, loan.ID, sched); err != nil {
@@ -653,20 +630,11 @@ func (s *Store) RepayLoan(ctx context.Context, v lending.Viewer, loanID int64, a
 		if err != nil {
 			return err
 		}
-		walletIDs := []int64{borrowerWallet, loan.EscrowID, fees}
-		for _, a := range invs {
-			walletIDs = append(walletIDs, a.WalletID)
-		}
-		if err := lockWallets(ctx, tx, walletIDs...); err != nil {
-			return err
-		}
 		desc := fmt.Sprintf("Repayment of loan #%d", loanID)
-		if _, err := post(ctx, tx, Transfer{Kind: "REPAYMENT", At: now, Legs: []Leg{
+		repay := Transfer{Kind: "REPAYMENT", At: now, Legs: []Leg{
 			{WalletID: borrowerWallet, Amount: -amount, Kind: lending.EntryRepayment, Description: desc, LoanID: &loanID},
 			{WalletID: loan.EscrowID, Amount: amount, Kind: lending.EntryRepayment, Description: desc, LoanID: &loanID},
-		}}); err != nil {
-			return err
-		}
+		}}
 		legs := []Leg{{WalletID: loan.EscrowID, Amount: -amount, Kind: lending.EntryRepayment,
 			Description: fmt.Sprintf("Distribution of a repayment of loan #%d", loanID), LoanID: &loanID}}
 		if split.Fee > 0 {
@@ -707,7 +675,9 @@ func (s *Store) RepayLoan(ctx context.Context, v lending.Viewer, loanID int64, a
 				return fmt.Errorf("credit investments of loan %d: touched %d rows, want %d", loanID, tag.RowsAffected(), len(credIDs))
 			}
 		}
-		if _, err := post(ctx, tx, Transfer{Kind: "REPAYMENT_DISTRIBUTION", At: now, Legs: legs}); err != nil {
+		// the payment into escrow, then its distribution: one postAll locks
+		// every wallet once, in the one order, and applies them in turn
+		if _, err := postAll(ctx, tx, []Transfer{repay, {Kind: "REPAYMENT_DISTRIBUTION", At: now, Legs: legs}}); err != nil {
 			return err
 		}
 

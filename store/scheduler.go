@@ -174,11 +174,19 @@ func cancelLoan(ctx context.Context, tx pgx.Tx, loanID int64, now time.Time) (bo
 			return false, err
 		}
 	}
-	for _, r := range refunds {
-		if _, held, err := resolveHold(ctx, tx, r.HoldID, "VOIDED"); err != nil {
+	holdIDs := make([]int64, len(refunds))
+	for k, r := range refunds {
+		holdIDs[k] = r.HoldID
+	}
+	if len(holdIDs) > 0 {
+		voided, err := resolveHolds(ctx, tx, holdIDs, "VOIDED")
+		if err != nil {
 			return false, err
-		} else if held != r.Amount {
-			return false, fmt.Errorf("investment %d: hold of %v for %v", r.ID, held, r.Amount)
+		}
+		for _, r := range refunds {
+			if held := voided[r.HoldID].Amount; held != r.Amount {
+				return false, fmt.Errorf("investment %d: hold of %v for %v", r.ID, held, r.Amount)
+			}
 		}
 	}
 	tag, err := tx.Exec(ctx, `UPDATE investments SET status = 'REFUNDED', updated_at = $2 WHERE loan_id = $1 AND status = 'COMMITTED'`, loanID, now)
