@@ -36,11 +36,14 @@ func TestRealtimeLoanUpdatedSharedExecution(t *testing.T) {
 	b.subscribe("l", sharedQ, map[string]any{"l": loan})
 	c := wsConnect(t, e.URL, carla)
 	c.subscribe("1", sharedQ, map[string]any{"l": loan})
-	c.subscribe("own", loanSubQ, map[string]any{"l": loan}) // investorCount: not shared
+	// investorCount: not shared (on a socket of its own: two operations of
+	// one socket may send in either order)
+	own := wsConnect(t, e.URL, carla)
+	own.subscribe("own", loanSubQ, map[string]any{"l": loan})
 	for _, s := range []struct {
 		c  *wsClient
 		id string
-	}{{b, "l"}, {c, "1"}, {c, "own"}} {
+	}{{b, "l"}, {c, "1"}, {own, "own"}} {
 		if got := state(s.c, s.id); str(got, "id") != loan || str(got, "fundedAmount") != "0.00" {
 			t.Fatalf("%s: current state first: %v", s.id, got)
 		}
@@ -58,7 +61,7 @@ func TestRealtimeLoanUpdatedSharedExecution(t *testing.T) {
 	for _, s := range []struct {
 		c  *wsClient
 		id string
-	}{{b, "l"}, {c, "1"}, {c, "own"}} {
+	}{{b, "l"}, {c, "1"}, {own, "own"}} {
 		if got := state(s.c, s.id); str(got, "fundedAmount") != "600.00" || str(got, "status") != "FUNDING" {
 			t.Fatalf("%s after the first investment: %v", s.id, got)
 		}
@@ -74,7 +77,7 @@ func TestRealtimeLoanUpdatedSharedExecution(t *testing.T) {
 	for _, s := range []struct {
 		c  *wsClient
 		id string
-	}{{b, "l"}, {c, "1"}, {c, "own"}, {late, "l"}} {
+	}{{b, "l"}, {c, "1"}, {own, "own"}, {late, "l"}} {
 		funded := 600.0
 		for {
 			got := state(s.c, s.id)
@@ -92,7 +95,7 @@ func TestRealtimeLoanUpdatedSharedExecution(t *testing.T) {
 			}
 		}
 	}
-	for _, cl := range []*wsClient{b, c, late} {
+	for _, cl := range []*wsClient{b, c, own, late} {
 		cl.quiet(200 * time.Millisecond)
 	}
 
@@ -102,7 +105,7 @@ func TestRealtimeLoanUpdatedSharedExecution(t *testing.T) {
 	c.sync()
 	late.sync()
 	// everyone leaves: the group, its execution and the loan's feed end
-	for _, cl := range []*wsClient{b, c, late} {
+	for _, cl := range []*wsClient{b, c, own, late} {
 		cl.abort()
 	}
 	waitHubSubs(t, e.App, 0)
